@@ -1,0 +1,505 @@
+//! From file text to resolved specs, reporting every problem at once.
+//!
+//! The document is parsed into a span-carrying tree first; each service is
+//! then deserialized on its own, so one bad service yields its own errors
+//! and never hides another's. Orchestrator-level problems (syntax, the
+//! `[orchestrator]` table, a missing services folder with nothing
+//! configured) are fatal; service-level problems mark only that service
+//! invalid.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_spanned::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+use super::diag::{Diagnostic, Severity, SourceText};
+use super::discovery::{Discover, check_executable};
+use super::raw::{RawOrchestrator, RawRestart, RawService, RestartPolicy};
+use super::spec::{OrchestratorSpec, Origin, RestartSpec, ServiceSpec};
+use super::value::validate_service_name;
+use crate::backoff::Backoff;
+use crate::signal::Signal;
+
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_LOG_MAX_SIZE: u64 = 10 * 1024 * 1024;
+pub const DEFAULT_LOG_MAX_FILES: u32 = 5;
+
+/// Settings from the command line that override the file.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// `--services-dir`, relative to the current directory.
+    pub services_dir: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// `None` when running on discovery alone (no config file).
+    pub file: Option<PathBuf>,
+    /// Relative paths in the file resolve against this folder.
+    pub base_dir: PathBuf,
+    pub orchestrator: OrchestratorSpec,
+    /// Every service that can run.
+    pub services: BTreeMap<String, ServiceSpec>,
+    /// Services whose configuration is wrong, with the first error; they
+    /// are shown in status but never started until fixed.
+    pub invalid: BTreeMap<String, String>,
+}
+
+impl Config {
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.services.keys().chain(self.invalid.keys()).map(String::as_str)
+    }
+}
+
+#[derive(Debug)]
+pub struct Loaded {
+    /// `None` when an orchestrator-level error makes running impossible.
+    pub config: Option<Config>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Loaded {
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+
+    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics.iter().filter(|d| d.is_error())
+    }
+
+    fn fatal(diagnostics: Vec<Diagnostic>) -> Self {
+        Loaded {
+            config: None,
+            diagnostics,
+        }
+    }
+}
+
+/// Loads `path`. When `explicit` is false and the file does not exist, runs
+/// on the embedded default (discovery alone) with `path`'s folder as base.
+pub fn load(path: &Path, explicit: bool, options: &LoadOptions, discover: &dyn Discover) -> Loaded {
+    let path = absolute(path);
+    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
+    match std::fs::read(&path) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => load_text(Some(SourceText::new(&path, text)), &base_dir, options, discover),
+            Err(e) => Loaded::fatal(vec![
+                Diagnostic::error(format!("the file is not valid UTF-8 (byte {})", e.utf8_error().valid_up_to()))
+                    .path(&path),
+            ]),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+            load_text(None, &base_dir, options, discover)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Loaded::fatal(vec![
+            Diagnostic::error("configuration file not found")
+                .path(&path)
+                .help("check the path given with -c/--config or $BLACKHOLE_CONFIG"),
+        ]),
+        Err(e) => Loaded::fatal(vec![Diagnostic::error(format!("cannot read the configuration: {e}")).path(&path)]),
+    }
+}
+
+/// Loads configuration text (`None`: the embedded default, no services).
+pub fn load_text(source: Option<SourceText>, base_dir: &Path, options: &LoadOptions, discover: &dyn Discover) -> Loaded {
+    let base_dir = absolute(base_dir);
+    let empty = SourceText::new(base_dir.join("blackhole.toml"), "");
+    let src = source.as_ref().unwrap_or(&empty);
+    let mut diags = Vec::new();
+
+    let (root, syntax_errors) = DeTable::parse_recoverable(&src.text);
+    if !syntax_errors.is_empty() {
+        for e in syntax_errors {
+            diags.push(Diagnostic::error(format!("invalid TOML: {}", e.message())).at(src, e.span()));
+        }
+        return Loaded::fatal(diags);
+    }
+    let root = root.into_inner();
+
+    let mut raw_orch = RawOrchestrator::default();
+    let mut raw_services: Vec<(Spanned<String>, Spanned<DeValue>)> = Vec::new();
+    for (key, value) in root {
+        let key_span = key.span();
+        match key.get_ref().as_ref() {
+            "orchestrator" => match RawOrchestrator::deserialize(ValueDeserializer::from(value)) {
+                Ok(o) => raw_orch = o,
+                Err(e) => diags.push(
+                    Diagnostic::error(format!("[orchestrator]: {}", e.message()))
+                        .at(src, e.span())
+                        .help("see docs/CONFIG.md for the keys of [orchestrator]"),
+                ),
+            },
+            "services" => match value.into_inner() {
+                DeValue::Table(table) => {
+                    for (name, service) in table {
+                        let span = name.span();
+                        raw_services.push((Spanned::new(span, name.into_inner().into_owned()), service));
+                    }
+                }
+                other => diags.push(
+                    Diagnostic::error(format!("`services` must be a table, found {}", other.type_str()))
+                        .at(src, Some(key_span)),
+                ),
+            },
+            other => diags.push(
+                Diagnostic::error(format!("unknown top-level key `{other}`"))
+                    .at(src, Some(key_span))
+                    .help("the file has two tables: [orchestrator] and [services.NAME]"),
+            ),
+        }
+    }
+    if diags.iter().any(Diagnostic::is_error) {
+        return Loaded::fatal(diags);
+    }
+
+    let orchestrator = resolve_orchestrator(&raw_orch, &base_dir, options);
+    let discovery = discover.discover(&orchestrator.services_dir);
+
+    let mut services = BTreeMap::new();
+    let mut invalid = BTreeMap::new();
+    let mut configured = BTreeSet::new();
+    let mut explicit_binary = BTreeSet::new();
+
+    for (name, value) in raw_services {
+        let name_span = name.span();
+        let name = name.into_inner();
+        let mut service_diags = Vec::new();
+        if let Err(why) = validate_service_name(&name) {
+            // The name itself is unusable; it cannot even be shown safely.
+            diags.push(Diagnostic::error(why).at(src, Some(name_span)));
+            continue;
+        }
+        configured.insert(name.clone());
+        let line = src.locate(name_span.clone()).map_or(0, |l| l.line);
+        let spans = SpanIndex(Some(&value));
+        let value_span = value.span();
+        let parsed = match value.get_ref() {
+            DeValue::Table(_) => RawService::deserialize(ValueDeserializer::from(value.clone())),
+            other => {
+                service_diags.push(
+                    Diagnostic::error(format!("must be a table, found {}", other.type_str()))
+                        .at(src, Some(value_span)),
+                );
+                Err(serde::de::Error::custom(""))
+            }
+        };
+        match parsed {
+            Ok(raw) => {
+                if raw.binary_path.is_some() {
+                    explicit_binary.insert(name.clone());
+                }
+                let discovered = discovery.found.iter().any(|f| f.name == name);
+                let origin = if discovered {
+                    Origin::Both { line }
+                } else {
+                    Origin::Configured { line }
+                };
+                let ctx = ServiceCtx {
+                    name: &name,
+                    src,
+                    spans,
+                    orch: &orchestrator,
+                    base_dir: &base_dir,
+                };
+                match resolve_service(&ctx, &raw, origin, &mut service_diags) {
+                    Some(spec) if !service_diags.iter().any(Diagnostic::is_error) => {
+                        // Discovery already vetted its own binaries.
+                        let vetted = discovered && raw.binary_path.is_none();
+                        let problem = if vetted { None } else { check_executable(&spec.binary).err() };
+                        if let Some(problem) = problem {
+                            let span = spans.span(&["binary_path"]);
+                            service_diags.push(Diagnostic {
+                                severity: Severity::Error,
+                                ..problem.service(&name).at(src, span)
+                            });
+                        }
+                        services.insert(name.clone(), spec);
+                    }
+                    _ => {}
+                }
+            }
+            Err(e) if !e.message().is_empty() => {
+                service_diags.push(Diagnostic::error(e.message().to_string()).at(src, e.span()));
+            }
+            Err(_) => {}
+        }
+        for d in &mut service_diags {
+            d.service = Some(name.clone());
+        }
+        if !services.contains_key(&name) {
+            let first = service_diags
+                .iter()
+                .find(|d| d.is_error())
+                .map(Diagnostic::short)
+                .unwrap_or_else(|| "invalid configuration".into());
+            invalid.insert(name.clone(), first);
+        }
+        diags.extend(service_diags);
+    }
+
+    for found in &discovery.found {
+        if configured.contains(&found.name) {
+            continue;
+        }
+        let raw = RawService::default();
+        let ctx = ServiceCtx {
+            name: &found.name,
+            src,
+            spans: SpanIndex::NONE,
+            orch: &orchestrator,
+            base_dir: &base_dir,
+        };
+        let mut service_diags = Vec::new();
+        if let Some(spec) = resolve_service(&ctx, &raw, Origin::Discovered, &mut service_diags) {
+            services.insert(found.name.clone(), spec);
+        }
+        diags.extend(service_diags);
+    }
+
+    for (name, diag) in discovery.skipped {
+        // A configured binary_path elsewhere makes an empty folder harmless.
+        if explicit_binary.contains(&name) || services.contains_key(&name) {
+            continue;
+        }
+        diags.push(diag);
+    }
+
+    if discovery.dir_missing {
+        let message = "services folder does not exist";
+        let help = "create it, or set `services_dir` in [orchestrator] or --services-dir";
+        if configured.is_empty() {
+            diags.push(Diagnostic::error(message).path(&orchestrator.services_dir).help(help));
+            return Loaded::fatal(diags);
+        }
+        diags.push(Diagnostic::warning(message).path(&orchestrator.services_dir).help(help));
+    }
+
+    Loaded {
+        config: Some(Config {
+            file: source.map(|s| s.file),
+            base_dir,
+            orchestrator,
+            services,
+            invalid,
+        }),
+        diagnostics: diags,
+    }
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+fn resolve_path(base: &Path, value: &str) -> PathBuf {
+    absolute(&base.join(value))
+}
+
+fn resolve_orchestrator(raw: &RawOrchestrator, base_dir: &Path, options: &LoadOptions) -> OrchestratorSpec {
+    let services_dir = match (&options.services_dir, &raw.services_dir) {
+        (Some(dir), _) => absolute(dir),
+        (None, Some(dir)) => resolve_path(base_dir, dir),
+        (None, None) => base_dir.join("services"),
+    };
+    let state_dir = raw
+        .state_dir
+        .as_deref()
+        .map_or_else(|| base_dir.join(".blackhole"), |d| resolve_path(base_dir, d));
+    OrchestratorSpec {
+        services_dir,
+        log_level: raw.log_level.unwrap_or_default(),
+        log_format: raw.log_format.unwrap_or_default(),
+        auto_restart: raw.auto_restart.unwrap_or(true),
+        shutdown_timeout: raw.shutdown_timeout.map_or(DEFAULT_SHUTDOWN_TIMEOUT, |s| s.0),
+        socket: raw
+            .socket
+            .as_deref()
+            .map_or_else(|| state_dir.join("control.sock"), |s| resolve_path(base_dir, s)),
+        log_dir: raw
+            .log_dir
+            .as_deref()
+            .map_or_else(|| state_dir.join("logs"), |s| resolve_path(base_dir, s)),
+        log_max_size: raw.log_max_size.map_or(DEFAULT_LOG_MAX_SIZE, |s| s.0.0),
+        log_max_files: raw.log_max_files.unwrap_or(DEFAULT_LOG_MAX_FILES),
+        log_service_output: raw.log_service_output.unwrap_or(true),
+        state_dir,
+    }
+}
+
+/// Finds the span of a nested key inside one service's table, so that
+/// semantic errors found after deserialization still point at their line.
+#[derive(Clone, Copy)]
+struct SpanIndex<'a, 'i>(Option<&'a Spanned<DeValue<'i>>>);
+
+impl SpanIndex<'_, '_> {
+    const NONE: SpanIndex<'static, 'static> = SpanIndex(None);
+
+    fn span(&self, path: &[&str]) -> Option<Range<usize>> {
+        let mut cur = self.0?;
+        for key in path {
+            cur = cur.get_ref().get(*key)?;
+        }
+        Some(cur.span())
+    }
+}
+
+
+struct ServiceCtx<'a, 'i> {
+    name: &'a str,
+    src: &'a SourceText,
+    spans: SpanIndex<'a, 'i>,
+    orch: &'a OrchestratorSpec,
+    base_dir: &'a Path,
+}
+
+impl ServiceCtx<'_, '_> {
+    fn error(&self, message: impl Into<String>, key: &[&str]) -> Diagnostic {
+        Diagnostic::error(message).service(self.name).at(self.src, self.spans.span(key))
+    }
+}
+
+fn resolve_service(ctx: &ServiceCtx, raw: &RawService, origin: Origin, diags: &mut Vec<Diagnostic>) -> Option<ServiceSpec> {
+    let name = ctx.name;
+    let orch = ctx.orch;
+    let binary = raw.binary_path.as_deref().map_or_else(
+        || orch.services_dir.join(name).join(name),
+        |p| resolve_path(ctx.base_dir, p),
+    );
+    let data_dir = raw.data_dir.as_deref().map_or_else(
+        || orch.services_dir.join(name).join("data"),
+        |p| resolve_path(ctx.base_dir, p),
+    );
+    let log_level = raw.log_level.unwrap_or(orch.log_level);
+    let service_args = raw.service_args.unwrap_or(true);
+
+    let mut args = Vec::new();
+    if service_args {
+        args.extend(["--service".into(), name.to_string(), "--log-level".into(), log_level.to_string()]);
+    }
+    for (i, arg) in raw.args.iter().flatten().enumerate() {
+        if arg.contains('\0') {
+            diags.push(ctx.error(format!("argument {} contains a NUL character", i + 1), &["args"]));
+        }
+        args.push(arg.clone());
+    }
+
+    let mut environment = BTreeMap::new();
+    for (key, value) in raw.environment.iter().flatten() {
+        if key.is_empty() || key.contains('=') || key.contains('\0') {
+            diags.push(ctx.error(
+                format!("environment variable name `{}` is invalid: it must be non-empty and contain no `=` or NUL", key.escape_debug()),
+                &["environment", key],
+            ));
+            continue;
+        }
+        environment.insert(key.clone(), value.0.clone());
+    }
+
+    let env_files = raw
+        .env_file
+        .iter()
+        .flat_map(|f| f.0.iter())
+        .map(|p| resolve_path(ctx.base_dir, p))
+        .collect();
+
+    let mut success_exit_codes = Vec::new();
+    for code in raw.success_exit_codes.clone().unwrap_or_else(|| vec![0]) {
+        match u8::try_from(code) {
+            Ok(c) => success_exit_codes.push(i32::from(c)),
+            Err(_) => diags.push(ctx.error(
+                format!("exit code {code} is out of range; exit codes are 0 to 255"),
+                &["success_exit_codes"],
+            )),
+        }
+    }
+
+    let restart = resolve_restart(ctx, raw.restart.as_ref(), orch.auto_restart, diags);
+
+    let log_max_files = raw.log_max_files.unwrap_or(orch.log_max_files);
+    if log_max_files == 0 {
+        diags.push(ctx.error("log_max_files must be at least 1", &["log_max_files"]));
+    }
+    let log_max_size = raw.log_max_size.map_or(orch.log_max_size, |s| s.0.0);
+    if log_max_size < 4096 {
+        diags.push(ctx.error("log_max_size must be at least 4KiB", &["log_max_size"]));
+    }
+    if let Some(m) = raw.memory_limit
+        && m.0.0 < 1024 * 1024
+    {
+        diags.push(ctx.error("memory_limit must be at least 1 MiB", &["memory_limit"]));
+    }
+
+    Some(ServiceSpec {
+        name: name.to_string(),
+        origin,
+        enabled: raw.enabled.unwrap_or(true),
+        kind: raw.kind.unwrap_or_default(),
+        binary,
+        args,
+        service_args,
+        environment,
+        env_files,
+        data_dir,
+        memory_limit: raw.memory_limit.map(|m| m.0.0),
+        log_level,
+        stop_signal: raw.stop_signal.map_or(Signal::TERM, |s| s.0),
+        stop_timeout: raw.stop_timeout.map_or(orch.shutdown_timeout, |s| s.0),
+        success_exit_codes,
+        restart,
+        log_max_size,
+        log_max_files: log_max_files.max(1),
+    })
+}
+
+fn resolve_restart(ctx: &ServiceCtx, raw: Option<&RawRestart>, auto_restart: bool, diags: &mut Vec<Diagnostic>) -> RestartSpec {
+    let default_policy = if auto_restart {
+        RestartPolicy::OnFailure
+    } else {
+        RestartPolicy::Never
+    };
+    let d = Backoff::default();
+    let Some(r) = raw else {
+        return RestartSpec {
+            policy: default_policy,
+            backoff: d,
+            max_attempts: 10,
+            reset_after: Duration::from_secs(60),
+        };
+    };
+    let backoff = Backoff {
+        initial_delay: r.initial_delay.map_or(d.initial_delay, |s| s.0),
+        max_delay: r.max_delay.map_or(d.max_delay, |s| s.0),
+        multiplier: r.multiplier.unwrap_or(d.multiplier),
+        jitter: r.jitter.unwrap_or(d.jitter),
+    };
+    if !(backoff.multiplier.is_finite() && backoff.multiplier >= 1.0) {
+        diags.push(ctx.error(
+            format!("restart.multiplier must be a number of at least 1.0, got {}", backoff.multiplier),
+            &["restart", "multiplier"],
+        ));
+    }
+    if !(0.0..=1.0).contains(&backoff.jitter) {
+        diags.push(ctx.error(
+            format!("restart.jitter must be between 0.0 and 1.0 (a fraction: 0.1 = ±10 %), got {}", backoff.jitter),
+            &["restart", "jitter"],
+        ));
+    }
+    if backoff.initial_delay > backoff.max_delay {
+        diags.push(ctx.error(
+            format!(
+                "restart.initial_delay ({:?}) is longer than restart.max_delay ({:?})",
+                backoff.initial_delay, backoff.max_delay
+            ),
+            &["restart", "initial_delay"],
+        ));
+    }
+    RestartSpec {
+        policy: r.policy.unwrap_or(default_policy),
+        backoff,
+        max_attempts: r.max_attempts.unwrap_or(10),
+        reset_after: r.reset_after.map_or(Duration::from_secs(60), |s| s.0),
+    }
+}

@@ -1,0 +1,20 @@
+//! The `blackhole.toml` configuration: model, loading, validation,
+//! discovery. See `docs/CONFIG.md` for the reference.
+
+pub mod diag;
+pub mod discovery;
+pub mod dotenv;
+mod load;
+pub mod raw;
+pub mod spec;
+pub mod value;
+
+pub use diag::{Diagnostic, Location, Severity, SourceText};
+pub use discovery::{Discover, Discovery, FsDiscovery, Found};
+pub use load::{Config, LoadOptions, Loaded, load, load_text};
+pub use raw::{LogFormat, RestartPolicy, ServiceKind};
+pub use spec::{OrchestratorSpec, Origin, RestartSpec, ServiceSpec};
+pub use value::LogLevel;
+
+#[cfg(test)]
+mod tests;

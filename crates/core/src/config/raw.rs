@@ -1,0 +1,159 @@
+//! The configuration file exactly as written: every key optional, unknown
+//! keys rejected. [`super::load`] turns it into resolved specs.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+
+use super::value::{ByteSize, LogLevel, MebiSize, Seconds, SignalSetting};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOrchestrator {
+    pub services_dir: Option<String>,
+    pub log_level: Option<LogLevel>,
+    pub log_format: Option<LogFormat>,
+    pub auto_restart: Option<bool>,
+    pub shutdown_timeout: Option<Seconds>,
+    pub state_dir: Option<String>,
+    pub socket: Option<String>,
+    pub log_dir: Option<String>,
+    pub log_max_size: Option<ByteSize>,
+    pub log_max_files: Option<u32>,
+    pub log_service_output: Option<bool>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    pub enabled: Option<bool>,
+    #[serde(rename = "type")]
+    pub kind: Option<ServiceKind>,
+    pub binary_path: Option<String>,
+    pub args: Option<Vec<String>>,
+    pub environment: Option<BTreeMap<String, EnvValue>>,
+    pub env_file: Option<OneOrMany>,
+    pub data_dir: Option<String>,
+    pub memory_limit: Option<MebiSize>,
+    pub service_args: Option<bool>,
+    pub log_level: Option<LogLevel>,
+    pub stop_signal: Option<SignalSetting>,
+    pub stop_timeout: Option<Seconds>,
+    pub success_exit_codes: Option<Vec<i64>>,
+    pub restart: Option<RawRestart>,
+    pub log_max_size: Option<ByteSize>,
+    pub log_max_files: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRestart {
+    pub policy: Option<RestartPolicy>,
+    pub initial_delay: Option<Seconds>,
+    pub max_delay: Option<Seconds>,
+    pub multiplier: Option<f64>,
+    pub jitter: Option<f64>,
+    pub max_attempts: Option<u32>,
+    pub reset_after: Option<Seconds>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    Always,
+    OnFailure,
+    Never,
+}
+
+impl fmt::Display for RestartPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RestartPolicy::Always => "always",
+            RestartPolicy::OnFailure => "on-failure",
+            RestartPolicy::Never => "never",
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceKind {
+    /// Runs until stopped.
+    #[default]
+    Simple,
+    /// Runs to completion; a successful exit is `exited` (completed).
+    Oneshot,
+}
+
+/// An environment value: strings as they are; numbers and booleans are
+/// accepted and written in their TOML form, so `PORT = 8080` works.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnvValue(pub String);
+
+impl<'de> Deserialize<'de> for EnvValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = EnvValue;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string (or a number or boolean)")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<EnvValue, E> {
+                if v.contains('\0') {
+                    return Err(E::custom("an environment value cannot contain a NUL character"));
+                }
+                Ok(EnvValue(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<EnvValue, E> {
+                Ok(EnvValue(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<EnvValue, E> {
+                Ok(EnvValue(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<EnvValue, E> {
+                Ok(EnvValue(v.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<EnvValue, E> {
+                Ok(EnvValue(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A string or a list of strings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OneOrMany(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a path or a list of paths")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<OneOrMany, E> {
+                Ok(OneOrMany(vec![v.to_string()]))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<OneOrMany, A::Error> {
+                let mut out = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    out.push(s);
+                }
+                Ok(OneOrMany(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}

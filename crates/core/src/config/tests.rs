@@ -1,0 +1,233 @@
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+
+/// A services folder described in memory.
+struct Fake {
+    found: Vec<&'static str>,
+    missing: bool,
+}
+
+impl Discover for Fake {
+    fn discover(&self, dir: &Path) -> Discovery {
+        Discovery {
+            found: self
+                .found
+                .iter()
+                .map(|n| Found {
+                    name: n.to_string(),
+                    binary: dir.join(n).join(n),
+                })
+                .collect(),
+            skipped: Vec::new(),
+            dir_missing: self.missing,
+        }
+    }
+}
+
+fn load_with(text: &str, found: Vec<&'static str>) -> Loaded {
+    let base = PathBuf::from("/srv/app");
+    load_text(
+        Some(SourceText::new(base.join("blackhole.toml"), text)),
+        &base,
+        &LoadOptions::default(),
+        &Fake { found, missing: false },
+    )
+}
+
+fn errors(l: &Loaded) -> Vec<String> {
+    l.errors().map(Diagnostic::short).collect()
+}
+
+#[test]
+fn empty_config_with_discovery_gives_defaults() {
+    let l = load_with("", vec!["api", "worker"]);
+    let c = l.config.unwrap();
+    assert_eq!(c.services.len(), 2);
+    let api = &c.services["api"];
+    assert_eq!(api.binary, Path::new("/srv/app/services/api/api"));
+    assert_eq!(api.data_dir, Path::new("/srv/app/services/api/data"));
+    assert_eq!(api.args, ["--service", "api", "--log-level", "info"]);
+    assert_eq!(api.restart.policy, RestartPolicy::OnFailure);
+    assert_eq!(api.restart.max_attempts, 10);
+    assert_eq!(api.stop_timeout, Duration::from_secs(10));
+    assert_eq!(api.origin, Origin::Discovered);
+    assert_eq!(c.orchestrator.socket, Path::new("/srv/app/.blackhole/control.sock"));
+    assert_eq!(c.orchestrator.log_dir, Path::new("/srv/app/.blackhole/logs"));
+}
+
+#[test]
+fn configured_settings_merge_over_discovery() {
+    let text = r#"
+[orchestrator]
+services_dir = "svc"
+log_level = "debug"
+auto_restart = false
+shutdown_timeout = "1500ms"
+
+[services.api]
+args = ["--port", "80"]
+environment = { MODE = "prod", PORT = 8080 }
+stop_signal = "INT"
+success_exit_codes = [0, 3]
+memory_limit = 256
+
+[services.api.restart]
+policy = "always"
+initial_delay = "250ms"
+max_attempts = 0
+"#;
+    let l = load_with(text, vec!["api", "other"]);
+    assert!(!l.has_errors(), "{:?}", errors(&l));
+    let c = l.config.unwrap();
+    let api = &c.services["api"];
+    assert_eq!(api.binary, Path::new("/srv/app/svc/api/api"));
+    assert_eq!(api.args, ["--service", "api", "--log-level", "debug", "--port", "80"]);
+    assert_eq!(api.environment["PORT"], "8080");
+    assert_eq!(api.stop_signal, crate::signal::Signal::INT);
+    assert_eq!(api.stop_timeout, Duration::from_millis(1500));
+    assert_eq!(api.memory_limit, Some(256 << 20));
+    assert_eq!(api.restart.policy, RestartPolicy::Always);
+    assert_eq!(api.restart.backoff.initial_delay, Duration::from_millis(250));
+    assert_eq!(api.restart.max_attempts, 0);
+    assert!(matches!(api.origin, Origin::Both { line: 8 }));
+    // auto_restart = false makes `never` the default for the others.
+    assert_eq!(c.services["other"].restart.policy, RestartPolicy::Never);
+}
+
+#[test]
+fn unknown_keys_name_file_line_and_column() {
+    let text = "[services.web]\nbinray_path = \"/bin/true\"\n";
+    let l = load_with(text, vec![]);
+    let e = errors(&l);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("/srv/app/blackhole.toml:2:1: service `web`: unknown field `binray_path`"),
+        "{e:?}"
+    );
+    assert!(e[0].contains("expected one of"), "{e:?}");
+    let c = l.config.unwrap();
+    assert!(c.invalid.contains_key("web"));
+}
+
+#[test]
+fn wrong_types_and_values_are_located() {
+    let text = r#"[services.a]
+enabled = "yes"
+
+[services.b]
+stop_timeout = "ten seconds"
+
+[services.c]
+stop_signal = "SIGNOPE"
+
+[services.d.restart]
+policy = "sometimes"
+
+[services.e]
+binary_path = "/bin/true"
+success_exit_codes = [0, 300]
+[services.e.restart]
+jitter = 2.0
+"#;
+    let l = load_with(text, vec![]);
+    let e = errors(&l);
+    let find = |svc: &str| e.iter().find(|m| m.contains(&format!("service `{svc}`"))).cloned().unwrap_or_default();
+    assert!(find("a").starts_with("/srv/app/blackhole.toml:2:11:"), "{e:?}");
+    assert!(find("a").contains("expected a boolean") || find("a").contains("invalid type"), "{e:?}");
+    assert!(find("b").starts_with("/srv/app/blackhole.toml:5:16:"), "{e:?}");
+    assert!(find("b").contains("invalid duration"), "{e:?}");
+    assert!(find("c").contains(":8:15:") && find("c").contains("unknown signal"), "{e:?}");
+    assert!(find("d").contains(":11:10:") && find("d").contains("unknown variant `sometimes`"), "{e:?}");
+    // Service e has two problems; both are reported.
+    let e_errors: Vec<_> = e.iter().filter(|m| m.contains("service `e`")).collect();
+    assert_eq!(e_errors.len(), 2, "{e:?}");
+    assert!(e_errors.iter().any(|m| m.contains(":15:") && m.contains("exit code 300")), "{e:?}");
+    assert!(e_errors.iter().any(|m| m.contains(":17:") && m.contains("jitter")), "{e:?}");
+    let c = l.config.unwrap();
+    assert_eq!(c.invalid.len(), 5);
+}
+
+#[test]
+fn bad_names_are_rejected() {
+    let text = "[services.\"../etc\"]\n[services.\".hidden\"]\n[services.\"a b\"]\n";
+    let l = load_with(text, vec![]);
+    let e = errors(&l);
+    assert_eq!(e.len(), 3, "{e:?}");
+    assert!(e[0].starts_with("/srv/app/blackhole.toml:1:11:"), "{e:?}");
+}
+
+#[test]
+fn syntax_errors_are_fatal_and_located() {
+    let l = load_with("[services.a\nx = 1\n", vec![]);
+    assert!(l.config.is_none());
+    assert!(errors(&l)[0].starts_with("/srv/app/blackhole.toml:1:"), "{:?}", errors(&l));
+}
+
+#[test]
+fn orchestrator_errors_are_fatal() {
+    let l = load_with("[orchestrator]\nlog_level = \"loud\"\n", vec![]);
+    assert!(l.config.is_none());
+    let e = errors(&l);
+    assert!(e[0].starts_with("/srv/app/blackhole.toml:2:13: [orchestrator]: unknown variant `loud`"), "{e:?}");
+    let l = load_with("[orchestra]\n", vec![]);
+    assert!(errors(&l)[0].contains("unknown top-level key `orchestra`"));
+}
+
+#[test]
+fn missing_services_dir() {
+    let base = PathBuf::from("/srv/app");
+    let fake = Fake {
+        found: vec![],
+        missing: true,
+    };
+    let l = load_text(None, &base, &LoadOptions::default(), &fake);
+    assert!(l.config.is_none());
+    assert!(errors(&l)[0].contains("services folder does not exist"));
+    // With something configured it is only a warning.
+    let text = "[services.x]\nbinary_path = \"/bin/true\"\n";
+    let l = load_text(
+        Some(SourceText::new(base.join("b.toml"), text)),
+        &base,
+        &LoadOptions::default(),
+        &fake,
+    );
+    assert!(!l.has_errors(), "{:?}", errors(&l));
+    assert!(l.diagnostics.iter().any(|d| d.message.contains("does not exist")));
+}
+
+#[test]
+fn explicit_missing_file_is_an_error_implicit_is_default() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("services")).unwrap();
+    let path = dir.path().join("blackhole.toml");
+    let l = load(&path, true, &LoadOptions::default(), &FsDiscovery);
+    assert!(errors(&l)[0].contains("configuration file not found"));
+    let l = load(&path, false, &LoadOptions::default(), &FsDiscovery);
+    assert!(!l.has_errors());
+    let c = l.config.unwrap();
+    assert!(c.file.is_none());
+    assert!(c.services.is_empty());
+}
+
+#[test]
+fn configured_binary_problems_are_errors_for_that_service_only() {
+    let text = "[services.ok]\nbinary_path = \"/bin/true\"\n[services.gone]\nbinary_path = \"/nonexistent/x\"\n";
+    let l = load_with(text, vec![]);
+    let e = errors(&l);
+    assert_eq!(e.len(), 1);
+    assert!(e[0].contains("service `gone`") && e[0].contains("no binary found"), "{e:?}");
+    assert!(e[0].starts_with("/srv/app/blackhole.toml:4:15:"), "{e:?}");
+    // Both still exist: the missing binary is a runtime failure of that
+    // service, with the binary perhaps appearing later.
+    let c = l.config.unwrap();
+    assert!(c.services.contains_key("ok") && c.services.contains_key("gone"));
+}
+
+#[test]
+fn service_args_can_be_turned_off() {
+    let text = "[services.redis]\nbinary_path = \"/bin/true\"\nservice_args = false\nargs = [\"--port\", \"6380\"]\n";
+    let l = load_with(text, vec![]);
+    assert_eq!(l.config.unwrap().services["redis"].args, ["--port", "6380"]);
+}

@@ -1,0 +1,1 @@
+//! Placeholder for the dependency graph (issue: health and order).
