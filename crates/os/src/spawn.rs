@@ -1,0 +1,575 @@
+//! Creating a service process.
+//!
+//! Everything the child needs is prepared in the parent as a [`SpawnPlan`]
+//! and turned into raw pointers and integers by [`Prepared`] before the
+//! fork: between `fork` and `exec` another thread of the orchestrator may
+//! hold the allocator's lock, so the child only makes system calls on
+//! memory that already exists.
+//!
+//! Order in the child, each step needing what the previous one left:
+//! join the cgroup (accounting starts before anything else runs), new
+//! session, parent-death signal (and a check that the parent is still
+//! there), resource limits (while still root), file descriptors, working
+//! directory, groups then gid then uid, `no_new_privs`, signal dispositions
+//! and mask, exec. A failing step writes its number and `errno` to a
+//! close-on-exec pipe and exits 127; the parent reads that pipe, so "exec
+//! succeeded" is the pipe closing with nothing in it.
+
+use std::ffi::{CString, c_char, c_int};
+use std::fmt;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use crate::pipe;
+
+/// A resource limit to set in the child.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rlimit {
+    /// `libc::RLIMIT_*`.
+    pub resource: c_int,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// Who the process runs as.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credentials {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+/// Where the process's standard output and error go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Two pipes read by the orchestrator.
+    Capture,
+    /// `/dev/null`.
+    Discard,
+}
+
+/// Everything needed to start one process.
+#[derive(Debug)]
+pub struct SpawnPlan {
+    /// Path passed to `execve` (ignored when `exec_fd` is set, but still
+    /// used in error messages).
+    pub program: CString,
+    /// Exec this opened file instead of the path, so that what was verified
+    /// is what runs (`execveat` with `AT_EMPTY_PATH`).
+    pub exec_fd: Option<OwnedFd>,
+    /// `argv`, including `argv[0]`.
+    pub argv: Vec<CString>,
+    /// `envp`, as `KEY=VALUE`.
+    pub envp: Vec<CString>,
+    pub cwd: Option<CString>,
+    pub output: Output,
+    /// `cgroup.procs` files opened for writing; the child writes `0` to each
+    /// to move itself in before exec.
+    pub cgroup_procs: Vec<OwnedFd>,
+    pub rlimits: Vec<Rlimit>,
+    pub credentials: Option<Credentials>,
+    pub no_new_privs: bool,
+    /// Extra descriptors for the child: `(source, number in the child)`.
+    pub extra_fds: Vec<(OwnedFd, RawFd)>,
+    /// Signal the child gets when the spawning thread dies.
+    pub parent_death_signal: Option<c_int>,
+}
+
+impl SpawnPlan {
+    /// A plan that runs `program` with `argv` and an empty environment.
+    pub fn new(program: CString, argv: Vec<CString>) -> Self {
+        SpawnPlan {
+            program,
+            exec_fd: None,
+            argv,
+            envp: Vec::new(),
+            cwd: None,
+            output: Output::Capture,
+            cgroup_procs: Vec::new(),
+            rlimits: Vec::new(),
+            credentials: None,
+            no_new_privs: false,
+            extra_fds: Vec::new(),
+            parent_death_signal: Some(libc::SIGKILL),
+        }
+    }
+}
+
+/// A process that was forked. Whether exec succeeded is learned by reading
+/// `exec_status` to end-of-file ([`read_exec_status`]).
+#[derive(Debug)]
+pub struct Spawned {
+    pub pid: u32,
+    /// Read ends, non-blocking; `None` with [`Output::Discard`].
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+    /// Non-blocking read end of the exec-status pipe.
+    pub exec_status: OwnedFd,
+}
+
+/// The step of the child setup that failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Stage {
+    Cgroup = 1,
+    Session = 2,
+    ParentDeath = 3,
+    Rlimit = 4,
+    Stdio = 5,
+    Chdir = 6,
+    Groups = 7,
+    Gid = 8,
+    Uid = 9,
+    NoNewPrivs = 10,
+    Signals = 11,
+    Exec = 12,
+}
+
+impl Stage {
+    fn from_u32(v: u32) -> Option<Stage> {
+        use Stage::*;
+        [Cgroup, Session, ParentDeath, Rlimit, Stdio, Chdir, Groups, Gid, Uid, NoNewPrivs, Signals, Exec]
+            .into_iter()
+            .find(|s| *s as u32 == v)
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Stage::Cgroup => "join its cgroup",
+            Stage::Session => "create a session",
+            Stage::ParentDeath => "set the parent-death signal",
+            Stage::Rlimit => "set a resource limit",
+            Stage::Stdio => "set up standard input and output",
+            Stage::Chdir => "enter its data directory",
+            Stage::Groups => "set supplementary groups",
+            Stage::Gid => "set group id",
+            Stage::Uid => "set user id",
+            Stage::NoNewPrivs => "set no_new_privs",
+            Stage::Signals => "reset signal handling",
+            Stage::Exec => "execute",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("cannot {what}: {source}")]
+    Setup {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: cannot {}: {}", program, stage.describe(), std::io::Error::from_raw_os_error(*errno))]
+    Child { program: String, stage: Stage, errno: i32 },
+}
+
+impl SpawnError {
+    /// `errno` of a failure in the child.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            SpawnError::Child { errno, .. } => Some(*errno),
+            SpawnError::Setup { source, .. } => source.raw_os_error(),
+        }
+    }
+}
+
+/// Decodes what the child wrote to the exec-status pipe: nothing means exec
+/// succeeded.
+pub fn decode_exec_status(program: &str, bytes: &[u8]) -> Result<(), SpawnError> {
+    if bytes.len() < 8 {
+        return Ok(());
+    }
+    let stage = u32::from_ne_bytes(bytes[0..4].try_into().unwrap_or_default());
+    let errno = i32::from_ne_bytes(bytes[4..8].try_into().unwrap_or_default());
+    Err(SpawnError::Child {
+        program: program.to_string(),
+        stage: Stage::from_u32(stage).unwrap_or(Stage::Exec),
+        errno,
+    })
+}
+
+/// Blocking read of the exec-status pipe (for callers without a runtime).
+pub fn read_exec_status(program: &str, fd: &OwnedFd) -> Result<(), SpawnError> {
+    let mut buf = [0u8; 8];
+    let mut got = 0;
+    loop {
+        match nix::unistd::read(fd, &mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                got += n;
+                if got == buf.len() {
+                    break;
+                }
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(nix::errno::Errno::EAGAIN) => {
+                let mut fds = [nix::poll::PollFd::new(
+                    std::os::fd::AsFd::as_fd(fd),
+                    nix::poll::PollFlags::POLLIN,
+                )];
+                let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE);
+            }
+            Err(e) => {
+                return Err(SpawnError::Setup {
+                    what: "read the exec status",
+                    source: e.into(),
+                });
+            }
+        }
+    }
+    decode_exec_status(program, &buf[..got])
+}
+
+/// The plan turned into what the child reads: raw pointers into memory the
+/// plan owns, fixed-size integers, no allocation left to do.
+struct Prepared<'a> {
+    plan: &'a SpawnPlan,
+    argv: Vec<*const c_char>,
+    envp: Vec<*const c_char>,
+    /// `(source, target)` pairs after moving sources out of the way.
+    fds: Vec<(RawFd, RawFd)>,
+    first_free_fd: RawFd,
+    dev_null: &'static [u8],
+    parent_pid: libc::pid_t,
+}
+
+impl fmt::Debug for Prepared<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Prepared").field("plan", &self.plan).finish()
+    }
+}
+
+fn null_terminated(strings: &[CString]) -> Vec<*const c_char> {
+    strings.iter().map(|s| s.as_ptr()).chain(std::iter::once(std::ptr::null())).collect()
+}
+
+fn setup_err(what: &'static str) -> impl FnOnce(nix::errno::Errno) -> SpawnError {
+    move |e| SpawnError::Setup {
+        what,
+        source: e.into(),
+    }
+}
+
+/// Forks and execs `plan`. The caller must register the returned pid with
+/// the reaper before anything can reap it (see [`crate::spawner`]), and
+/// should call this from a thread with every signal blocked, so that no
+/// handler of the orchestrator runs in the child before it resets them.
+pub fn spawn(plan: &SpawnPlan) -> Result<Spawned, SpawnError> {
+    let (out_r, out_w) = match plan.output {
+        Output::Capture => {
+            let (r, w) = pipe::pipe().map_err(setup_err("create the stdout pipe"))?;
+            (Some(r), Some(w))
+        }
+        Output::Discard => (None, None),
+    };
+    let (err_r, err_w) = match plan.output {
+        Output::Capture => {
+            let (r, w) = pipe::pipe().map_err(setup_err("create the stderr pipe"))?;
+            (Some(r), Some(w))
+        }
+        Output::Discard => (None, None),
+    };
+    let (status_r, status_w) = pipe::pipe().map_err(setup_err("create the exec-status pipe"))?;
+
+    // Sources are duplicated above every target number first, so that a
+    // source that happens to sit on a target slot (fd 1 when the
+    // orchestrator was started with stdout closed) is not overwritten
+    // before it is used.
+    let highest_target = plan.extra_fds.iter().map(|(_, t)| *t).max().unwrap_or(2).max(2);
+    let floor = highest_target + 1;
+    let mut moved: Vec<OwnedFd> = Vec::new();
+    let mut fds = Vec::new();
+    let mut push = |src: RawFd, target: RawFd| -> Result<(), SpawnError> {
+        // SAFETY: F_DUPFD_CLOEXEC on a descriptor we own; the new
+        // descriptor is owned by `moved` and closed when the plan is done.
+        let dup = unsafe { libc::fcntl(src, libc::F_DUPFD_CLOEXEC, floor) };
+        if dup < 0 {
+            return Err(SpawnError::Setup {
+                what: "duplicate a descriptor for the child",
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        // SAFETY: `dup` was just returned by fcntl and is owned by nobody else.
+        moved.push(unsafe { OwnedFd::from_raw_fd(dup) });
+        fds.push((dup, target));
+        Ok(())
+    };
+    if let Some(w) = &out_w {
+        push(w.as_raw_fd(), 1)?;
+    }
+    if let Some(w) = &err_w {
+        push(w.as_raw_fd(), 2)?;
+    }
+    for (src, target) in &plan.extra_fds {
+        push(src.as_raw_fd(), *target)?;
+    }
+    let first_free_fd = floor.max(3);
+
+    let prepared = Prepared {
+        plan,
+        argv: null_terminated(&plan.argv),
+        envp: null_terminated(&plan.envp),
+        fds,
+        first_free_fd,
+        dev_null: b"/dev/null\0",
+        // SAFETY: getpid has no preconditions.
+        parent_pid: unsafe { libc::getpid() },
+    };
+
+    // SAFETY: fork is called with everything the child needs prepared; the
+    // child only runs `child_main`, which makes async-signal-safe system
+    // calls on that memory and never returns.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(SpawnError::Setup {
+            what: "fork",
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    if pid == 0 {
+        child_main(&prepared, status_w.as_raw_fd(), plan.output == Output::Discard);
+    }
+    drop(moved);
+    drop(out_w);
+    drop(err_w);
+    drop(status_w);
+    for fd in [&out_r, &err_r].into_iter().flatten() {
+        pipe::set_nonblocking(fd).map_err(setup_err("make a pipe non-blocking"))?;
+    }
+    pipe::set_nonblocking(&status_r).map_err(setup_err("make a pipe non-blocking"))?;
+    Ok(Spawned {
+        pid: pid as u32,
+        stdout: out_r,
+        stderr: err_r,
+        exec_status: status_r,
+    })
+}
+
+/// Reports a failed step to the parent and exits. Never returns.
+fn fail(status_fd: RawFd, stage: Stage) -> ! {
+    // SAFETY: __errno_location is async-signal-safe and returns this
+    // thread's errno.
+    let errno = unsafe { *libc::__errno_location() };
+    let mut msg = [0u8; 8];
+    msg[0..4].copy_from_slice(&(stage as u32).to_ne_bytes());
+    msg[4..8].copy_from_slice(&errno.to_ne_bytes());
+    // SAFETY: write and _exit are async-signal-safe; `msg` lives on this
+    // stack. A short write cannot be helped and the parent then reports
+    // a generic exec failure from the exit code.
+    unsafe {
+        libc::write(status_fd, msg.as_ptr().cast(), msg.len());
+        libc::_exit(127)
+    }
+}
+
+/// The child between fork and exec. Only system calls on prepared memory.
+fn child_main(p: &Prepared, status_fd: RawFd, discard_output: bool) -> ! {
+    let plan = p.plan;
+    // SAFETY (whole function): every call below is an async-signal-safe
+    // system call wrapper; every pointer refers to memory owned by `plan`
+    // or `p`, which the fork copied and nothing frees before exec.
+    unsafe {
+        for fd in &plan.cgroup_procs {
+            if libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
+                fail(status_fd, Stage::Cgroup);
+            }
+        }
+        if libc::setsid() < 0 {
+            fail(status_fd, Stage::Session);
+        }
+        if let Some(sig) = plan.parent_death_signal {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) < 0 {
+                fail(status_fd, Stage::ParentDeath);
+            }
+            // The parent may have died before the prctl: then nobody will
+            // ever signal us.
+            if libc::getppid() != p.parent_pid {
+                libc::_exit(127);
+            }
+        }
+        for r in &plan.rlimits {
+            let lim = libc::rlimit {
+                rlim_cur: r.soft,
+                rlim_max: r.hard,
+            };
+            if libc::setrlimit(r.resource as _, &lim) < 0 {
+                fail(status_fd, Stage::Rlimit);
+            }
+        }
+
+        let null = libc::open(p.dev_null.as_ptr().cast(), libc::O_RDWR | libc::O_CLOEXEC);
+        if null < 0 || libc::dup2(null, 0) < 0 {
+            fail(status_fd, Stage::Stdio);
+        }
+        if discard_output && (libc::dup2(null, 1) < 0 || libc::dup2(null, 2) < 0) {
+            fail(status_fd, Stage::Stdio);
+        }
+        for &(src, target) in &p.fds {
+            if libc::dup2(src, target) < 0 {
+                fail(status_fd, Stage::Stdio);
+            }
+        }
+        // Nothing the orchestrator inherited without close-on-exec reaches
+        // the service. Errors (old kernels) are ignored: our own
+        // descriptors are all close-on-exec already.
+        libc::syscall(
+            libc::SYS_close_range,
+            p.first_free_fd as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
+
+        if let Some(cwd) = &plan.cwd
+            && libc::chdir(cwd.as_ptr()) < 0
+        {
+            fail(status_fd, Stage::Chdir);
+        }
+        if let Some(c) = &plan.credentials {
+            if libc::setgroups(c.groups.len(), c.groups.as_ptr()) < 0 {
+                fail(status_fd, Stage::Groups);
+            }
+            if libc::setgid(c.gid) < 0 {
+                fail(status_fd, Stage::Gid);
+            }
+            if libc::setuid(c.uid) < 0 {
+                fail(status_fd, Stage::Uid);
+            }
+        }
+        if plan.no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
+            fail(status_fd, Stage::NoNewPrivs);
+        }
+
+        // Dispositions: ignored signals stay ignored across exec (Rust
+        // ignores SIGPIPE), so reset every one; then unblock everything
+        // the spawning thread blocked.
+        // The raw system call, because the C library refuses to touch the
+        // signals it reserves for itself (32 and 33), which can arrive
+        // ignored from whoever started the orchestrator. An all-zero
+        // kernel sigaction is SIG_DFL with no flags on every architecture.
+        let default_action = [0u64; 4];
+        for sig in 1..=64 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    default_action.as_ptr(),
+                    std::ptr::null_mut::<u64>(),
+                    8usize,
+                );
+            }
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        if libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
+            fail(status_fd, Stage::Signals);
+        }
+
+        match &plan.exec_fd {
+            Some(fd) => {
+                libc::syscall(
+                    libc::SYS_execveat,
+                    fd.as_raw_fd(),
+                    c"".as_ptr(),
+                    p.argv.as_ptr(),
+                    p.envp.as_ptr(),
+                    libc::AT_EMPTY_PATH,
+                );
+            }
+            None => {
+                libc::execve(plan.program.as_ptr(), p.argv.as_ptr(), p.envp.as_ptr());
+            }
+        }
+        fail(status_fd, Stage::Exec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spawner::Reaper;
+
+    fn cs(s: &str) -> CString {
+        CString::new(s).unwrap()
+    }
+
+    fn sh(script: &str) -> SpawnPlan {
+        let mut plan = SpawnPlan::new(cs("/bin/sh"), vec![cs("sh"), cs("-c"), cs(script)]);
+        plan.envp = vec![cs("PATH=/usr/bin:/bin"), cs("GREETING=hi there")];
+        plan.cwd = Some(cs("/tmp"));
+        plan
+    }
+
+    fn read_all(fd: OwnedFd) -> String {
+        pipe::set_blocking(&fd).unwrap();
+        let mut f = std::fs::File::from(fd);
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut f, &mut s).unwrap();
+        s
+    }
+
+    #[test]
+    fn runs_with_exactly_the_given_environment() {
+        let reaper = Reaper::global();
+        let plan = sh("echo \"$GREETING\" in \"$(pwd)\"; env | wc -l; echo oops >&2; exit 3");
+        let (spawned, exit) = reaper.spawn_and_watch(&plan).unwrap();
+        read_exec_status("sh", &spawned.exec_status).unwrap();
+        let out = read_all(spawned.stdout.unwrap());
+        let err = read_all(spawned.stderr.unwrap());
+        // sh adds PWD, SHLVL and _ of its own: 2 given + those.
+        let mut lines = out.lines();
+        assert_eq!(lines.next(), Some("hi there in /tmp"));
+        let count: usize = lines.next().unwrap().trim().parse().unwrap();
+        assert!(count <= 5, "environment leaked: {count} variables");
+        assert_eq!(err, "oops\n");
+        assert_eq!(reaper.wait_blocking(exit), crate::ExitStatus::Code(3));
+    }
+
+    #[test]
+    fn exec_failure_is_reported_with_its_errno() {
+        let reaper = Reaper::global();
+        let plan = SpawnPlan::new(cs("/nonexistent/binary"), vec![cs("x")]);
+        let (spawned, exit) = reaper.spawn_and_watch(&plan).unwrap();
+        let err = read_exec_status("/nonexistent/binary", &spawned.exec_status).unwrap_err();
+        assert_eq!(err.errno(), Some(libc::ENOENT));
+        assert!(err.to_string().contains("cannot execute"), "{err}");
+        assert_eq!(reaper.wait_blocking(exit), crate::ExitStatus::Code(127));
+    }
+
+    #[test]
+    fn bad_working_directory_names_the_step() {
+        let reaper = Reaper::global();
+        let mut plan = sh("true");
+        plan.cwd = Some(cs("/nonexistent/dir"));
+        let (spawned, exit) = reaper.spawn_and_watch(&plan).unwrap();
+        let err = read_exec_status("sh", &spawned.exec_status).unwrap_err();
+        assert!(err.to_string().contains("cannot enter its data directory"), "{err}");
+        reaper.wait_blocking(exit);
+    }
+
+    #[test]
+    fn child_gets_its_own_session_and_default_signals() {
+        let reaper = Reaper::global();
+        // SIGPIPE must be default (not ignored as in the Rust parent):
+        // `yes | head -1` then ends normally.
+        let plan = sh("ps -o sid= -o pgid= -p $$; yes | head -1 >/dev/null; grep -E '^SigIgn' /proc/self/status");
+        let (spawned, exit) = reaper.spawn_and_watch(&plan).unwrap();
+        let out = read_all(spawned.stdout.unwrap());
+        let pid = spawned.pid.to_string();
+        let mut lines = out.lines();
+        let ids: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+        assert_eq!(ids, [pid.as_str(), pid.as_str()], "sid and pgid are the child's pid");
+        assert_eq!(lines.next().unwrap().split_whitespace().nth(1), Some("0000000000000000"));
+        assert_eq!(reaper.wait_blocking(exit), crate::ExitStatus::Code(0));
+    }
+
+    #[test]
+    fn extra_fds_land_on_their_numbers() {
+        let reaper = Reaper::global();
+        let (r, w) = pipe::pipe().unwrap();
+        let mut plan = sh("echo ready >&3");
+        plan.extra_fds.push((w, 3));
+        let (_spawned, exit) = reaper.spawn_and_watch(&plan).unwrap();
+        drop(plan);
+        assert_eq!(read_all(r), "ready\n");
+        reaper.wait_blocking(exit);
+    }
+}

@@ -1,0 +1,180 @@
+//! cgroup v2 membership: one cgroup per service, entered by the child before
+//! exec, so that nothing the service starts (a `setsid`, a double fork)
+//! escapes. Works on a pure v2 host (`/sys/fs/cgroup`) and on a hybrid one
+//! whose v2 hierarchy is mounted at `/sys/fs/cgroup/unified` without
+//! controllers: membership, `cgroup.kill` and `cgroup.events` need none.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A service's cgroup directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceCgroup {
+    path: PathBuf,
+}
+
+impl ServiceCgroup {
+    /// Creates (or reuses) the directory.
+    pub fn create(path: PathBuf) -> io::Result<Self> {
+        fs::create_dir_all(&path)?;
+        Ok(ServiceCgroup { path })
+    }
+
+    /// An existing cgroup (leftover handling).
+    pub fn open(path: PathBuf) -> Self {
+        ServiceCgroup { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `cgroup.procs` opened for the child to write `0` into.
+    pub fn procs_for_child(&self) -> io::Result<OwnedFd> {
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(self.path.join("cgroup.procs"))?;
+        Ok(file.into())
+    }
+
+    /// Moves an existing process in (used for the orchestrator's own
+    /// helpers, never for services: those enter before exec).
+    pub fn add(&self, pid: u32) -> io::Result<()> {
+        fs::write(self.path.join("cgroup.procs"), pid.to_string())
+    }
+
+    pub fn pids(&self) -> Vec<i32> {
+        read_pids(&self.path.join("cgroup.procs"))
+    }
+
+    /// Whether any live process is in the cgroup.
+    pub fn populated(&self) -> bool {
+        match fs::read_to_string(self.path.join("cgroup.events")) {
+            Ok(text) => text.lines().any(|l| l.trim() == "populated 1"),
+            // No cgroup.events: fall back to the member list.
+            Err(_) => !self.pids().is_empty(),
+        }
+    }
+
+    /// The file whose modification announces a change of `populated`.
+    pub fn events_file(&self) -> PathBuf {
+        self.path.join("cgroup.events")
+    }
+
+    /// Sends `sig` to every member; returns how many were signalled.
+    pub fn signal_all(&self, sig: i32) -> usize {
+        let mut sent = 0;
+        for pid in self.pids() {
+            // SAFETY: kill has no memory preconditions.
+            if unsafe { libc::kill(pid, sig) } == 0 {
+                sent += 1;
+            }
+        }
+        sent
+    }
+
+    /// SIGKILLs every member, including processes forked while this runs:
+    /// `cgroup.kill` where the kernel has it (5.14+), else a kill loop until
+    /// the member list is empty.
+    pub fn kill_all(&self) -> io::Result<()> {
+        let kill_file = self.path.join("cgroup.kill");
+        if kill_file.exists() {
+            let mut f = fs::OpenOptions::new().write(true).open(&kill_file)?;
+            return f.write_all(b"1");
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let pids = self.pids();
+            if pids.is_empty() || Instant::now() > deadline {
+                return Ok(());
+            }
+            for pid in pids {
+                // SAFETY: kill has no memory preconditions.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    /// Removes the directory; fails with EBUSY while processes remain.
+    pub fn remove(&self) -> io::Result<()> {
+        match fs::remove_dir(&self.path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+}
+
+pub(crate) fn read_pids(path: &Path) -> Vec<i32> {
+    fs::read_to_string(path)
+        .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// A cgroup v2 hierarchy this process can create cgroups in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct V2Hierarchy {
+    pub mount: PathBuf,
+    /// Controllers enabled at the mount's root (empty on a hybrid host).
+    pub controllers: Vec<String>,
+}
+
+/// Finds the cgroup v2 mount from `/proc/self/mountinfo`.
+pub fn find_v2_mount() -> Option<V2Hierarchy> {
+    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mut best: Option<PathBuf> = None;
+    for line in info.lines() {
+        // Fields: ... mount_point ... - fstype source options
+        let (left, right) = line.split_once(" - ")?;
+        if !right.starts_with("cgroup2 ") {
+            continue;
+        }
+        let mount = left.split_whitespace().nth(4)?;
+        let mount = PathBuf::from(unescape_mount(mount));
+        // Prefer the canonical location if there are several.
+        if best.is_none() || mount == Path::new("/sys/fs/cgroup") {
+            best = Some(mount);
+        }
+    }
+    let mount = best?;
+    let controllers = fs::read_to_string(mount.join("cgroup.controllers"))
+        .map(|t| t.split_whitespace().map(String::from).collect())
+        .unwrap_or_default();
+    Some(V2Hierarchy { mount, controllers })
+}
+
+/// mountinfo escapes spaces and a few others as octal `\040`.
+fn unescape_mount(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8)
+        {
+            out.push(v);
+            i += 4;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unescapes_mountinfo_paths() {
+        assert_eq!(unescape_mount("/a\\040b"), "/a b");
+        assert_eq!(unescape_mount("/sys/fs/cgroup"), "/sys/fs/cgroup");
+    }
+}
