@@ -185,10 +185,9 @@ pub enum Input {
     DepsMet,
     /// The process exists.
     Spawned { pid: u32 },
-    /// No process could be created.
+    /// No process could be created, or exec failed (and the failed
+    /// child is already gone).
     SpawnFailed(String),
-    /// The process exists but exec failed; its exit follows.
-    ExecFailed(String),
     Ready,
     NotReady(String),
     StartTimedOut,
@@ -289,7 +288,6 @@ pub struct Machine {
     blocked_on: Option<String>,
     last_exit: Option<LastExit>,
     last_error: Option<String>,
-    exec_error: Option<String>,
     stop: Option<StopProgress>,
     next_start_in: Option<Duration>,
     runs: u64,
@@ -310,7 +308,6 @@ impl Machine {
             blocked_on: None,
             last_exit: None,
             last_error: None,
-            exec_error: None,
             stop: None,
             next_start_in: None,
             runs: 0,
@@ -445,8 +442,7 @@ impl Machine {
                 self.run_started = Some(now);
                 self.runs += 1;
                 self.ready = false;
-                self.exec_error = None;
-                let waits = self.policy.kind == ServiceKind::Oneshot || self.policy.needs_readiness;
+                        let waits = self.policy.kind == ServiceKind::Oneshot || self.policy.needs_readiness;
                 if waits {
                     if let Some(t) = self.policy.start_timeout {
                         fx.push(Effect::Arm(Timer::StartTimeout, t));
@@ -463,10 +459,6 @@ impl Machine {
                 self.last_error = Some(format!("failed to start: {why}"));
                 self.run_started = Some(now);
                 self.conclude(None, EndReason::SpawnFailed(why), now, unit, fx);
-            }
-            Input::ExecFailed(why) => {
-                self.last_error = Some(format!("failed to start: {why}"));
-                self.exec_error = Some(why);
             }
             Input::Ready => match self.state {
                 Starting if self.policy.kind == ServiceKind::Simple => {
@@ -532,8 +524,6 @@ impl Machine {
                 fx.push(Effect::Disarm(Timer::StartTimeout));
                 let reason = if oom {
                     EndReason::OomKilled
-                } else if let Some(why) = self.exec_error.take() {
-                    EndReason::SpawnFailed(why)
                 } else {
                     EndReason::from_status(status)
                 };

@@ -10,6 +10,7 @@
 //! - [`procfs`]: reading `/proc`.
 //! - [`system`]: process-wide settings (subreaper, file limits).
 
+pub mod asyncfd;
 pub mod pipe;
 pub mod procfs;
 pub mod spawn;

@@ -370,18 +370,6 @@ fn spawn_failure_is_a_failed_run() {
 }
 
 #[test]
-fn exec_failure_names_the_cause_on_exit() {
-    let mut r = Rig::new(policy());
-    r.running(3);
-    r.feed(Input::ExecFailed("permission denied".into()));
-    r.crash(127);
-    assert_eq!(
-        r.m.last_exit().unwrap().reason,
-        EndReason::SpawnFailed("permission denied".into())
-    );
-}
-
-#[test]
 fn readiness_gates_running_and_times_out() {
     let mut p = policy();
     p.needs_readiness = true;

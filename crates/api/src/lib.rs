@@ -1,0 +1,234 @@
+//! The control API's types: what the daemon serves and the CLI reads.
+//! See `docs/API.md`. Every path is under [`PREFIX`]; errors are
+//! [`ErrorBody`] with one of the [`codes`].
+#![forbid(unsafe_code)]
+
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+pub use blackhole_core::machine::State;
+
+pub const API_VERSION: &str = "v1";
+pub const PREFIX: &str = "/v1";
+
+/// One service as `status` shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub state: State,
+    pub enabled: bool,
+    /// The main process, while there is one.
+    pub pid: Option<u32>,
+    /// Automatic and manual restarts since the orchestrator started.
+    pub restarts: u32,
+    /// When the service entered its current state (RFC 3339).
+    pub since: String,
+    /// Seconds since the current process started; null without one.
+    pub uptime_secs: Option<u64>,
+    pub last_exit: Option<LastExit>,
+    pub last_error: Option<String>,
+    /// Ready (readiness satisfied) right now.
+    pub ready: bool,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Seconds until the next automatic start, in `restarting`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_start_secs: Option<f64>,
+    /// What a `blocked` service waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_on: Option<String>,
+    /// Consecutive failed runs (the backoff exponent).
+    #[serde(default)]
+    pub failures: u32,
+    /// The binary that runs.
+    #[serde(default)]
+    pub binary: String,
+}
+
+/// How the last run ended: `{"code": 1, ...}` or `{"signal": "SIGKILL", ...}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastExit {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    /// `exited`, `killed`, `oom-killed`, `stopped`, `liveness-failed`,
+    /// `start-timeout`, `watchdog-timeout`, `spawn-failed`.
+    pub reason: String,
+    /// The reason in words.
+    pub message: String,
+    /// When it ended (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+}
+
+impl LastExit {
+    /// `code 1`, `SIGKILL`, `oom-killed`: the short form for tables.
+    pub fn short(&self) -> String {
+        match (&self.code, &self.signal, self.reason.as_str()) {
+            (_, _, "oom-killed") => "oom-killed".into(),
+            (_, _, "spawn-failed") => "spawn failed".into(),
+            (_, _, "liveness-failed") => "liveness".into(),
+            (_, _, "start-timeout") => "start timeout".into(),
+            (_, _, "watchdog-timeout") => "watchdog".into(),
+            (Some(c), _, _) => format!("code {c}"),
+            (_, Some(s), _) => s.clone(),
+            _ => self.reason.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServiceList {
+    pub services: Vec<ServiceStatus>,
+}
+
+/// A state change or a notable happening, as `GET /v1/events` streams it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Increases by one per event of this orchestrator.
+    pub seq: u64,
+    pub time: String,
+    /// Empty for orchestrator-wide events.
+    pub service: String,
+    /// `state`, `reload`, `orchestrator`, `lagged`.
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<State>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<State>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    pub message: String,
+}
+
+/// One captured output line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub time: String,
+    pub service: String,
+    /// `stdout`, `stderr`, or `blackhole` for the orchestrator's own notes
+    /// about the service.
+    pub stream: String,
+    pub pid: Option<u32>,
+    pub line: String,
+}
+
+/// What a reload did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadReport {
+    pub started: Vec<String>,
+    pub stopped: Vec<String>,
+    pub restarted: Vec<String>,
+    /// Changed only in settings applied in place.
+    pub updated: Vec<String>,
+    pub unchanged: Vec<String>,
+    /// Warnings found while loading (the reload still happened).
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+    pub pid: u32,
+    pub uptime_secs: u64,
+    pub services: usize,
+    pub config: Option<String>,
+    /// How service processes are tracked (a cgroup folder or "process tree").
+    pub tracking: String,
+}
+
+/// The body of every error response.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// One of [`codes`].
+    pub code: String,
+    pub message: String,
+    /// Configuration problems, one line each (reload, check).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
+    /// The service's status after a failed operation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Box<ServiceStatus>>,
+}
+
+impl ErrorBody {
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        ErrorBody {
+            error: ErrorDetail {
+                code: code.to_string(),
+                message: message.into(),
+                details: Vec::new(),
+                status: None,
+            },
+        }
+    }
+}
+
+/// Error codes.
+pub mod codes {
+    /// 404: no such service or route.
+    pub const NOT_FOUND: &str = "not_found";
+    /// 400: the request is malformed.
+    pub const BAD_REQUEST: &str = "bad_request";
+    /// 422: the configuration is invalid; nothing was changed.
+    pub const INVALID_CONFIG: &str = "invalid_config";
+    /// 409: the service cannot do that now (invalid configuration, shutting down).
+    pub const CONFLICT: &str = "conflict";
+    /// 500: the operation was carried out and failed (the service did not start).
+    pub const FAILED: &str = "failed";
+    /// 504: the operation did not finish in time; it goes on.
+    pub const TIMEOUT: &str = "timeout";
+    /// 503: the orchestrator is shutting down.
+    pub const UNAVAILABLE: &str = "unavailable";
+    /// 500: a bug.
+    pub const INTERNAL: &str = "internal";
+}
+
+/// RFC 3339 with milliseconds, in UTC.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_exit_serialises_as_documented() {
+        let code = LastExit {
+            code: Some(1),
+            signal: None,
+            reason: "exited".into(),
+            message: "exited with code 1".into(),
+            at: None,
+        };
+        let v = serde_json::to_value(&code).unwrap();
+        assert_eq!(v["code"], 1);
+        assert!(v.get("signal").is_none());
+        let sig = LastExit {
+            code: None,
+            signal: Some("SIGKILL".into()),
+            reason: "oom-killed".into(),
+            message: "oom".into(),
+            at: None,
+        };
+        let v = serde_json::to_value(&sig).unwrap();
+        assert_eq!(v["signal"], "SIGKILL");
+        assert_eq!(sig.short(), "oom-killed");
+        assert_eq!(code.short(), "code 1");
+    }
+
+    #[test]
+    fn state_is_lowercase() {
+        assert_eq!(serde_json::to_string(&State::Restarting).unwrap(), "\"restarting\"");
+    }
+}

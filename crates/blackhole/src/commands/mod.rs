@@ -1,0 +1,98 @@
+//! One module per verb.
+
+pub mod check;
+pub mod detach;
+mod events;
+mod logs;
+mod manage;
+mod status;
+
+use std::path::{Path, PathBuf};
+
+use blackhole_core::config::{self, Discover, Discovery, LoadOptions};
+
+use crate::cli::{Command, Global, LogFormatArg, UpArgs};
+use crate::client::{Client, ClientError};
+use crate::code;
+
+/// `blackhole up` in the foreground.
+pub fn up(config: &Path, explicit: bool, args: UpArgs) -> u8 {
+    let log_level = match args.log_level.as_deref().map(str::parse) {
+        None => None,
+        Some(Ok(level)) => Some(level),
+        Some(Err(e)) => {
+            eprintln!("blackhole: --log-level: {e}");
+            return 2;
+        }
+    };
+    let opts = blackhole_daemon::UpOptions {
+        config: config.to_path_buf(),
+        explicit,
+        services_dir: args.services_dir,
+        log_format: args.log_format.map(|f| match f {
+            LogFormatArg::Text => config::LogFormat::Text,
+            LogFormatArg::Json => config::LogFormat::Json,
+        }),
+        log_level,
+    };
+    blackhole_daemon::up(opts).clamp(0, 255) as u8
+}
+
+/// Discovery that finds nothing: locating the socket needs only the
+/// `[orchestrator]` table.
+struct NoDiscovery;
+
+impl Discover for NoDiscovery {
+    fn discover(&self, _: &Path) -> Discovery {
+        Discovery::default()
+    }
+}
+
+/// Where the orchestrator for this config listens: `--socket` or
+/// `$BLACKHOLE_SOCKET`, else the config's `socket`, else
+/// `.blackhole/control.sock` beside the config.
+pub fn socket_path(global: &Global, config: &Path, explicit: bool) -> PathBuf {
+    if let Some(s) = &global.socket {
+        return s.clone();
+    }
+    let loaded = config::load(config, explicit, &LoadOptions::default(), &NoDiscovery);
+    match loaded.config {
+        Some(c) => c.orchestrator.socket,
+        None => {
+            let dir = std::path::absolute(config)
+                .ok()
+                .and_then(|p| p.parent().map(Path::to_path_buf))
+                .unwrap_or_default();
+            dir.join(".blackhole").join("control.sock")
+        }
+    }
+}
+
+/// The verbs that talk to a running orchestrator.
+pub async fn remote(client: &Client, command: Command) -> Result<u8, ClientError> {
+    match command {
+        Command::Status(args) => status::run(client, args).await,
+        Command::Start(t) => manage::act(client, "start", t).await,
+        Command::Stop(t) => manage::act(client, "stop", t).await,
+        Command::Restart(t) => manage::act(client, "restart", t).await,
+        Command::Reload => manage::reload(client).await,
+        Command::Down => manage::down(client).await,
+        Command::Logs(args) => logs::run(client, args).await,
+        Command::Events(args) => events::run(client, args).await,
+        Command::Up(_) | Command::Check | Command::Completions { .. } => Ok(code::OK),
+    }
+}
+
+/// Percent-encodes a path segment or query value (service names are
+/// restricted, but users type anything).
+pub fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

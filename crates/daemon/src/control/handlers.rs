@@ -1,0 +1,238 @@
+//! Route handlers. Every error is a JSON [`ErrorBody`] with a fitting
+//! HTTP status.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use blackhole_api::{ErrorBody, Health, ServiceList, codes};
+use blackhole_core::config::value::parse_duration;
+use tokio::sync::oneshot;
+
+use super::AppState;
+use super::stream;
+use crate::service::Outcome;
+use crate::supervisor::{Action, ApiError, Entry, Request};
+
+/// How long a start/stop/restart waits for its transition by default.
+const DEFAULT_WAIT: Duration = Duration::from_secs(120);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.http).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut body = ErrorBody::new(self.code, self.message);
+        body.error.details = self.details;
+        body.error.status = self.status.map(Box::new);
+        (status, Json(body)).into_response()
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError::new(400, codes::BAD_REQUEST, message)
+}
+
+fn entry(state: &AppState, name: &str) -> Result<Entry, ApiError> {
+    state
+        .registry
+        .borrow()
+        .services
+        .get(name)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(name))
+}
+
+pub async fn health(State(state): State<AppState>) -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        pid: std::process::id(),
+        uptime_secs: state.started.elapsed().as_secs(),
+        services: state.registry.borrow().services.len(),
+        config: state.config.clone(),
+        tracking: state.tracking.clone(),
+    })
+}
+
+pub async fn list(State(state): State<AppState>) -> Json<ServiceList> {
+    let registry = state.registry.borrow().clone();
+    Json(ServiceList {
+        services: registry.services.values().map(Entry::status).collect(),
+    })
+}
+
+pub async fn one(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
+    Ok(Json(entry(&state, &name)?.status()).into_response())
+}
+
+pub async fn start(state: State<AppState>, name: Path<String>, q: Query<HashMap<String, String>>) -> Result<Response, ApiError> {
+    act(state, name, q, Action::Start).await
+}
+
+pub async fn stop(state: State<AppState>, name: Path<String>, q: Query<HashMap<String, String>>) -> Result<Response, ApiError> {
+    act(state, name, q, Action::Stop).await
+}
+
+pub async fn restart(state: State<AppState>, name: Path<String>, q: Query<HashMap<String, String>>) -> Result<Response, ApiError> {
+    act(state, name, q, Action::Restart).await
+}
+
+async fn act(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    action: Action,
+) -> Result<Response, ApiError> {
+    let wait = match q.get("timeout") {
+        Some(t) => parse_duration(t).map_err(bad_request)?,
+        None => DEFAULT_WAIT,
+    };
+    let entry = entry(&state, &name)?;
+    let (tx, rx) = oneshot::channel();
+    state
+        .requests
+        .send(Request::Action {
+            name: name.clone(),
+            action,
+            reply: tx,
+        })
+        .await
+        .map_err(|_| ApiError::new(503, codes::UNAVAILABLE, "the orchestrator is shutting down"))?;
+    let outcome = rx
+        .await
+        .map_err(|_| ApiError::new(503, codes::UNAVAILABLE, "the orchestrator is shutting down"))??;
+    match tokio::time::timeout(wait, outcome).await {
+        Ok(Ok(Outcome::Done(status))) => Ok(Json(status).into_response()),
+        Ok(Ok(Outcome::Failed(status, why))) => {
+            let mut e = ApiError::new(500, codes::FAILED, format!("service `{name}`: {why}"));
+            e.status = Some(status);
+            Err(e)
+        }
+        Ok(Err(_)) => Err(ApiError::new(
+            503,
+            codes::UNAVAILABLE,
+            format!("service `{name}` went away before the operation finished (removed by a reload, or shutdown)"),
+        )),
+        Err(_) => {
+            let mut e = ApiError::new(
+                504,
+                codes::TIMEOUT,
+                format!(
+                    "service `{name}` did not finish within {}; the operation goes on",
+                    humantime::format_duration(wait)
+                ),
+            );
+            e.status = Some(entry.status());
+            Err(e)
+        }
+    }
+}
+
+/// `?tail=N&follow=true`: N lines from memory (all by default), then
+/// new lines as they come.
+fn log_params(q: &HashMap<String, String>) -> Result<(usize, bool), ApiError> {
+    let tail = match q.get("tail").map(String::as_str) {
+        None | Some("all") => usize::MAX,
+        Some(n) => n
+            .parse()
+            .map_err(|_| bad_request(format!("tail must be a number or `all`, got `{n}`")))?,
+    };
+    let follow = match q.get("follow").map(String::as_str) {
+        None | Some("false") | Some("0") => false,
+        Some("true") | Some("1") | Some("") => true,
+        Some(other) => return Err(bad_request(format!("follow must be true or false, got `{other}`"))),
+    };
+    Ok((tail, follow))
+}
+
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("json"))
+}
+
+pub async fn service_logs(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (tail, follow) = log_params(&q)?;
+    let log = match entry(&state, &name)? {
+        Entry::Live(h) => h.log,
+        Entry::Invalid(_) => return Ok(stream::logs(Vec::new(), tail, follow, wants_json(&headers))),
+    };
+    Ok(stream::logs(vec![log], tail, follow, wants_json(&headers)))
+}
+
+/// All services, or those in `?service=a,b`, interleaved by time.
+pub async fn all_logs(
+    State(state): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (tail, follow) = log_params(&q)?;
+    let registry = state.registry.borrow().clone();
+    let wanted: Option<Vec<&str>> = q.get("service").map(|s| s.split(',').filter(|s| !s.is_empty()).collect());
+    let mut logs = Vec::new();
+    match wanted {
+        Some(names) => {
+            for name in names {
+                match registry.services.get(name) {
+                    Some(Entry::Live(h)) => logs.push(h.log.clone()),
+                    Some(Entry::Invalid(_)) => {}
+                    None => return Err(ApiError::not_found(name)),
+                }
+            }
+        }
+        None => {
+            for e in registry.services.values() {
+                if let Entry::Live(h) = e {
+                    logs.push(h.log.clone());
+                }
+            }
+        }
+    }
+    Ok(stream::logs(logs, tail, follow, wants_json(&headers)))
+}
+
+pub async fn events(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let sse = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/event-stream"));
+    stream::events(state.events.subscribe(), sse)
+}
+
+pub async fn reload(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let (tx, rx) = oneshot::channel();
+    state
+        .requests
+        .send(Request::Reload { reply: tx })
+        .await
+        .map_err(|_| ApiError::new(503, codes::UNAVAILABLE, "the orchestrator is shutting down"))?;
+    let report = rx
+        .await
+        .map_err(|_| ApiError::new(503, codes::UNAVAILABLE, "the orchestrator is shutting down"))??;
+    Ok(Json(report).into_response())
+}
+
+pub async fn shutdown(State(state): State<AppState>) -> Response {
+    let _ = state.requests.send(Request::Shutdown).await;
+    (StatusCode::ACCEPTED, Json(serde_json::json!({"status": "shutting down"}))).into_response()
+}
+
+pub async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(404, codes::NOT_FOUND, format!("no such endpoint: {}", uri.path()))
+}
+
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        405,
+        codes::BAD_REQUEST,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}

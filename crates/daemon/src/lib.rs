@@ -1,0 +1,235 @@
+//! The orchestrator behind `blackhole up`.
+//!
+//! - [`supervisor`]: the dispatcher loop that owns the set of services.
+//! - [`service`]: one actor per service, and the OS seam it drives.
+//! - [`logs`]: capturing service output into rings, files and streams.
+//! - [`control`]: the HTTP API on the Unix socket.
+//! - [`events`], [`telemetry`], [`state_dir`]: the rest of the plumbing.
+
+pub mod control;
+pub mod events;
+pub mod logs;
+pub mod service;
+pub mod state_dir;
+pub mod supervisor;
+pub mod telemetry;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use blackhole_core::config::{self, Config, FsDiscovery, LoadOptions, LogFormat, LogLevel};
+use blackhole_os::spawner::{Reaper, Spawner};
+use blackhole_os::track::Tracking;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use crate::events::EventBus;
+use crate::logs::LogWriter;
+use crate::service::OsContext;
+use crate::service::env::BaseEnv;
+use crate::supervisor::{Source, Supervisor};
+use crate::telemetry::Telemetry;
+
+/// How `blackhole up` was invoked.
+#[derive(Clone, Debug, Default)]
+pub struct UpOptions {
+    pub config: PathBuf,
+    /// The path was given (-c or $BLACKHOLE_CONFIG): it must exist.
+    pub explicit: bool,
+    pub services_dir: Option<PathBuf>,
+    pub log_format: Option<LogFormat>,
+    pub log_level: Option<LogLevel>,
+}
+
+/// Exit codes of `up`.
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const FAILED: i32 = 1;
+    pub const CONFIG: i32 = 1;
+}
+
+/// Runs the orchestrator in the foreground until it is shut down.
+pub fn up(opts: UpOptions) -> i32 {
+    let options = LoadOptions {
+        services_dir: opts.services_dir.clone(),
+    };
+    let loaded = config::load(&opts.config, opts.explicit, &options, &FsDiscovery);
+    for d in &loaded.diagnostics {
+        eprintln!("{d}");
+    }
+    let Some(mut config) = loaded.config else {
+        eprintln!("blackhole: not started: fix the configuration errors above");
+        return exit::CONFIG;
+    };
+    if let Some(level) = opts.log_level {
+        config.orchestrator.log_level = level;
+    }
+    if let Some(format) = opts.log_format {
+        config.orchestrator.log_format = format;
+    }
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name("bh-worker")
+        .thread_stack_size(512 * 1024)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("blackhole: cannot start the runtime: {e}");
+            return exit::FAILED;
+        }
+    };
+    let source = Source {
+        path: opts.config.clone(),
+        explicit: opts.explicit,
+        options,
+    };
+    let code = runtime.block_on(async move {
+        match run(config, source).await {
+            Ok(()) => exit::OK,
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("blackhole: {e}");
+                exit::FAILED
+            }
+        }
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
+}
+
+/// A short, stable name for this orchestrator's cgroup folder: the state
+/// folder's parent name and a hash of its path, so two orchestrators on
+/// different folders never share cgroups.
+pub fn instance_name(state_dir: &Path) -> String {
+    let full = state_dir.to_string_lossy();
+    let hash = full.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+    let parent = state_dir
+        .parent()
+        .and_then(Path::file_name)
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let clean: String = parent
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(32)
+        .collect();
+    let clean = clean.trim_start_matches('.');
+    if clean.is_empty() {
+        format!("{:012x}", hash & 0xffff_ffff_ffff)
+    } else {
+        format!("{clean}-{:08x}", hash & 0xffff_ffff)
+    }
+}
+
+async fn run(config: Config, source: Source) -> Result<(), String> {
+    let started = Instant::now();
+    let orch = config.orchestrator.clone();
+    let telemetry = Telemetry::init(orch.log_level, orch.log_format);
+    let lock = state_dir::acquire(&orch.state_dir)?;
+
+    // Exits must be collected from the first child on.
+    let mut sigchld = signal(SignalKind::child()).map_err(|e| format!("cannot watch SIGCHLD: {e}"))?;
+    let reaper = Reaper::global();
+    tokio::spawn(async move {
+        loop {
+            reaper.reap();
+            if sigchld.recv().await.is_none() {
+                return;
+            }
+        }
+    });
+    if let Err(e) = blackhole_os::system::become_subreaper() {
+        tracing::warn!("cannot become a child subreaper ({e}): orphaned grandchildren of services will not be reaped here");
+    }
+    let nofile = match blackhole_os::system::raise_nofile_limit() {
+        Ok((soft, hard)) => Some((soft, hard)),
+        Err(e) => {
+            tracing::warn!("cannot raise the descriptor limit: {e}");
+            None
+        }
+    };
+
+    let base_rel = PathBuf::from("blackhole").join(instance_name(&orch.state_dir));
+    let (tracking, why) = Tracking::detect(&base_rel, true);
+    tracing::info!("process tracking: {why}");
+    if let Some(base) = tracking.base() {
+        clean_leftovers(base);
+    }
+
+    let writer = LogWriter::start(orch.log_dir.clone(), orch.log_max_size, orch.log_max_files)
+        .map_err(|e| format!("cannot start the log writer: {e}"))?;
+    let spawner = Spawner::start(reaper).map_err(|e| format!("cannot start the spawning thread: {e}"))?;
+    let tracking_desc = tracking.base().map_or_else(|| "process tree".to_string(), |b| b.display().to_string());
+    let ctx = Arc::new(OsContext {
+        spawner,
+        tracking: tracking.clone(),
+        base_env: BaseEnv::from_process(),
+        nofile,
+    });
+
+    let listener = state_dir::bind_socket(&orch.socket, 0o600)?;
+    let listener = tokio::net::UnixListener::from_std(listener).map_err(|e| format!("control socket: {e}"))?;
+
+    let events = EventBus::default();
+    let (req_tx, req_rx) = mpsc::channel(256);
+    let config_file = config.file.as_ref().map(|p| p.display().to_string());
+    let (supervisor, registry) = Supervisor::new(config, source, ctx, writer, events.clone(), req_rx, telemetry);
+    let server = tokio::spawn(control::serve(
+        listener,
+        control::AppState {
+            requests: req_tx,
+            registry,
+            events,
+            started,
+            config: config_file,
+            tracking: tracking_desc,
+        },
+    ));
+    tracing::info!(
+        "blackhole {} up (pid {}); control socket {}",
+        env!("CARGO_PKG_VERSION"),
+        std::process::id(),
+        orch.socket.display()
+    );
+    let result = supervisor.run().await.map_err(|e| format!("signal handling failed: {e}"));
+    server.abort();
+    let _ = std::fs::remove_file(&orch.socket);
+    if let Some(base) = tracking.base() {
+        let _ = std::fs::remove_dir(base);
+    }
+    drop(lock);
+    tracing::info!("blackhole stopped");
+    result
+}
+
+/// Kills whatever a previous orchestrator on this state folder left in its
+/// cgroups (it was SIGKILLed, or the machine lost power), so that no
+/// service ever runs twice.
+fn clean_leftovers(base: &Path) {
+    let Ok(dir) = std::fs::read_dir(base) else { return };
+    for entry in dir.flatten() {
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let cg = blackhole_os::track::cgroup::ServiceCgroup::open(entry.path());
+        let pids = cg.pids();
+        if !pids.is_empty() {
+            tracing::warn!(
+                "found {} leftover process(es) of service `{}` from an earlier orchestrator ({:?}); killing them",
+                pids.len(),
+                entry.file_name().to_string_lossy(),
+                pids
+            );
+            let _ = cg.kill_all();
+            let deadline = Instant::now() + std::time::Duration::from_secs(5);
+            while cg.populated() && Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+        let _ = cg.remove();
+    }
+}

@@ -1,0 +1,175 @@
+//! Splits a byte stream into lines.
+//!
+//! Unlike a codec that returns owned lines, this hands out borrowed slices
+//! of the read buffer, so a line costs no allocation unless it straddles
+//! two reads. A line longer than the maximum is cut into pieces (at a
+//! UTF-8 character boundary when there is one nearby), never buffered
+//! without bound; the unterminated tail is flushed at end of file.
+
+/// Lines longer than this are split.
+pub const MAX_LINE: usize = 16 * 1024;
+
+#[derive(Debug)]
+pub struct LineDecoder {
+    max: usize,
+    /// The start of a line whose end has not arrived yet.
+    partial: Vec<u8>,
+}
+
+impl Default for LineDecoder {
+    fn default() -> Self {
+        LineDecoder::new(MAX_LINE)
+    }
+}
+
+impl LineDecoder {
+    pub fn new(max: usize) -> Self {
+        assert!(max >= 4, "a line must hold at least one character");
+        LineDecoder {
+            max,
+            partial: Vec::new(),
+        }
+    }
+
+    /// Feeds bytes; calls `emit` for every complete line (without its
+    /// newline, and without a trailing `\r`).
+    pub fn feed(&mut self, mut data: &[u8], emit: &mut impl FnMut(&[u8])) {
+        if !self.partial.is_empty() {
+            match memchr::memchr(b'\n', data) {
+                Some(nl) => {
+                    self.partial.extend_from_slice(&data[..nl]);
+                    let line = std::mem::take(&mut self.partial);
+                    self.emit_split(&line, emit);
+                    self.partial = line;
+                    self.partial.clear();
+                    data = &data[nl + 1..];
+                }
+                None => {
+                    self.partial.extend_from_slice(data);
+                    self.drain_overlong(emit);
+                    return;
+                }
+            }
+        }
+        let mut start = 0;
+        for nl in memchr::memchr_iter(b'\n', data) {
+            self.emit_split(&data[start..nl], emit);
+            start = nl + 1;
+        }
+        if start < data.len() {
+            self.partial.extend_from_slice(&data[start..]);
+            self.drain_overlong(emit);
+        }
+    }
+
+    /// End of file: the unterminated last line, if any.
+    pub fn finish(&mut self, emit: &mut impl FnMut(&[u8])) {
+        if !self.partial.is_empty() {
+            let line = std::mem::take(&mut self.partial);
+            self.emit_split(&line, emit);
+        }
+    }
+
+    /// Bytes held for an unfinished line.
+    pub fn pending(&self) -> usize {
+        self.partial.len()
+    }
+
+    fn drain_overlong(&mut self, emit: &mut impl FnMut(&[u8])) {
+        if self.partial.len() < self.max {
+            return;
+        }
+        let mut consumed = 0;
+        while self.partial.len() - consumed >= self.max {
+            let cut = cut_point(&self.partial[consumed..], self.max);
+            emit(&self.partial[consumed..consumed + cut]);
+            consumed += cut;
+        }
+        self.partial.drain(..consumed);
+    }
+
+    fn emit_split(&self, mut line: &[u8], emit: &mut impl FnMut(&[u8])) {
+        if let Some(stripped) = line.strip_suffix(b"\r") {
+            line = stripped;
+        }
+        while line.len() > self.max {
+            let cut = cut_point(line, self.max);
+            emit(&line[..cut]);
+            line = &line[cut..];
+        }
+        emit(line);
+    }
+}
+
+/// Where to cut `bytes` to at most `max`: before a UTF-8 continuation run
+/// if one straddles the limit, else exactly at `max`.
+fn cut_point(bytes: &[u8], max: usize) -> usize {
+    if bytes.len() <= max {
+        return bytes.len();
+    }
+    let mut cut = max;
+    for _ in 0..3 {
+        if bytes[cut] & 0b1100_0000 != 0b1000_0000 {
+            return cut;
+        }
+        cut -= 1;
+    }
+    if bytes[cut] & 0b1100_0000 != 0b1000_0000 && cut > 0 {
+        cut
+    } else {
+        max
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(max: usize, chunks: &[&[u8]]) -> Vec<Vec<u8>> {
+        let mut d = LineDecoder::new(max);
+        let mut out = Vec::new();
+        for c in chunks {
+            d.feed(c, &mut |l| out.push(l.to_vec()));
+        }
+        d.finish(&mut |l| out.push(l.to_vec()));
+        out
+    }
+
+    #[test]
+    fn splits_across_chunks() {
+        let got = lines(100, &[b"he", b"llo\nwor", b"ld\r\n", b"\n", b"tail"]);
+        assert_eq!(got, [&b"hello"[..], b"world", b"", b"tail"]);
+    }
+
+    #[test]
+    fn overlong_lines_are_cut_not_buffered() {
+        let long = vec![b'x'; 25];
+        let got = lines(10, &[&long, b"\nshort\n"]);
+        assert_eq!(got.iter().map(Vec::len).collect::<Vec<_>>(), [10, 10, 5, 5]);
+        let mut d = LineDecoder::new(10);
+        let mut n = 0;
+        for _ in 0..1000 {
+            d.feed(&[b'y'; 7], &mut |_| n += 1);
+            assert!(d.pending() < 10);
+        }
+        assert_eq!(n, 700);
+    }
+
+    #[test]
+    fn cuts_at_character_boundaries() {
+        // "aé" repeated: é is two bytes; a cut at 5 would split one.
+        let text = "aéaéaéaé".as_bytes();
+        let got = lines(5, &[text]);
+        for piece in &got {
+            assert!(std::str::from_utf8(piece).is_ok(), "{piece:?}");
+            assert!(piece.len() <= 5);
+        }
+        assert_eq!(got.concat(), text);
+    }
+
+    #[test]
+    fn invalid_utf8_passes_through_unchanged() {
+        let got = lines(100, &[b"\xff\xfe ok\n\0\0\n"]);
+        assert_eq!(got, [&b"\xff\xfe ok"[..], b"\0\0"]);
+    }
+}

@@ -1,0 +1,289 @@
+//! Service output: every line a service writes is timestamped, kept in a
+//! bounded in-memory ring (for `logs -n`), streamed to followers
+//! (`logs -f`), appended to the service's log file by the writer thread,
+//! and, when configured, echoed in the orchestrator's own log as an event
+//! with `service`, `stream` and `pid` fields.
+//!
+//! Flow control is back-pressure, never silent loss: the pipe of a service
+//! is read only as fast as its lines can be handed to the writer, whose
+//! queue is bounded; a service that outruns the disk blocks in `write(2)`
+//! on a full pipe, as it would writing to a terminal. Lines the disk
+//! refuses (full, read-only) are counted as dropped from the file and
+//! reported; they stay in the ring and the live stream.
+
+mod decoder;
+mod file;
+mod pump;
+mod ring;
+mod writer;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use tokio::sync::broadcast;
+
+pub use decoder::{LineDecoder, MAX_LINE};
+pub use file::LogFile;
+pub use pump::pump;
+pub use ring::Ring;
+pub use writer::{LogWriter, WriterStats};
+
+/// Which stream a line came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+    /// The orchestrator's own notes about the service (started, exited).
+    Note,
+}
+
+impl Stream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+            Stream::Note => "blackhole",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A line for live followers.
+#[derive(Clone, Debug)]
+pub struct Record {
+    /// Increases by one per line of this service (across runs).
+    pub seq: u64,
+    pub time: SystemTime,
+    pub stream: Stream,
+    pub pid: u32,
+    pub text: String,
+}
+
+/// Per-service counters (exported as metrics).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub lines: [AtomicU64; 3],
+    pub bytes: [AtomicU64; 3],
+    /// Lines the log file did not get (disk full, unwritable).
+    pub dropped: AtomicU64,
+}
+
+/// Ring size per service.
+pub const RING_BYTES: usize = 256 * 1024;
+/// Capacity of the follower channel; a slower follower is told how many
+/// lines it missed.
+const FOLLOW_CAPACITY: usize = 1024;
+
+/// Everything that receives one service's output. Shared by the pump of
+/// each run, the actor (notes) and the API (tail, follow).
+pub struct ServiceLog {
+    name: Arc<str>,
+    ring: Mutex<Ring>,
+    followers: broadcast::Sender<Arc<Record>>,
+    writer: LogWriter,
+    echo: AtomicBool,
+    pub counters: Arc<Counters>,
+}
+
+impl ServiceLog {
+    pub fn new(name: &str, writer: LogWriter, echo: bool) -> Arc<ServiceLog> {
+        let (followers, _) = broadcast::channel(FOLLOW_CAPACITY);
+        let counters = Arc::new(Counters::default());
+        Arc::new(ServiceLog {
+            name: name.into(),
+            ring: Mutex::new(Ring::new(RING_BYTES)),
+            followers,
+            writer,
+            echo: AtomicBool::new(echo),
+            counters,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn set_echo(&self, echo: bool) {
+        self.echo.store(echo, Ordering::Relaxed);
+    }
+
+    pub fn writer(&self) -> &LogWriter {
+        &self.writer
+    }
+
+    /// Starts a batch of lines from one read of `stream`. Lines pushed
+    /// into it go to the ring, followers and echo at once; the file part
+    /// comes out of [`LineBatch::finish`] to be queued to the writer.
+    pub fn batch(&self, stream: Stream, pid: u32) -> LineBatch<'_> {
+        let time = SystemTime::now();
+        LineBatch {
+            log: self,
+            ring: self.ring.lock().unwrap_or_else(|e| e.into_inner()),
+            time,
+            stream,
+            pid,
+            prefix: file_prefix(time, stream, Some(pid)),
+            echo: self.echo.load(Ordering::Relaxed) && echo_enabled(stream),
+            follow: self.followers.receiver_count() > 0,
+            out: Vec::new(),
+            full: Vec::new(),
+            lines: 0,
+            bytes: 0,
+        }
+    }
+
+    /// The orchestrator's note about the service, into the same places.
+    pub async fn note(&self, pid: Option<u32>, text: &str) {
+        let time = SystemTime::now();
+        {
+            let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+            let seq = ring.push(time, Stream::Note, pid.unwrap_or(0), text.as_bytes());
+            if self.followers.receiver_count() > 0 {
+                let _ = self.followers.send(Arc::new(Record {
+                    seq,
+                    time,
+                    stream: Stream::Note,
+                    pid: pid.unwrap_or(0),
+                    text: text.to_string(),
+                }));
+            }
+        }
+        let mut out = file_prefix(time, Stream::Note, pid).into_bytes();
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'\n');
+        self.counters.lines[Stream::Note.index()].fetch_add(1, Ordering::Relaxed);
+        self.writer
+            .send(writer::Batch {
+                service: self.name.clone(),
+                bytes: out,
+                lines: 1,
+                counters: self.counters.clone(),
+            })
+            .await;
+    }
+
+    /// The last `n` lines in memory, oldest first.
+    pub fn tail(&self, n: usize) -> Vec<Record> {
+        let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        ring.tail(n)
+            .into_iter()
+            .map(|l| Record {
+                seq: l.seq,
+                time: l.time,
+                stream: l.stream,
+                pid: l.pid,
+                text: String::from_utf8_lossy(l.text).into_owned(),
+            })
+            .collect()
+    }
+
+    /// Lines as they arrive.
+    pub fn follow(&self) -> broadcast::Receiver<Arc<Record>> {
+        self.followers.subscribe()
+    }
+}
+
+/// Lines of one read, being distributed. Holds the ring's lock: push
+/// synchronously, then finish.
+pub struct LineBatch<'a> {
+    log: &'a ServiceLog,
+    ring: std::sync::MutexGuard<'a, Ring>,
+    time: SystemTime,
+    stream: Stream,
+    pid: u32,
+    prefix: String,
+    echo: bool,
+    follow: bool,
+    out: Vec<u8>,
+    /// Batches cut at the size limit, in order.
+    full: Vec<writer::Batch>,
+    lines: u64,
+    bytes: u64,
+}
+
+impl LineBatch<'_> {
+    pub fn push(&mut self, raw: &[u8]) {
+        let text = String::from_utf8_lossy(raw);
+        let seq = self.ring.push(self.time, self.stream, self.pid, text.as_bytes());
+        if self.out.capacity() == 0 {
+            self.out.reserve(writer::BATCH_BYTES + 512);
+        }
+        self.out.extend_from_slice(self.prefix.as_bytes());
+        self.out.extend_from_slice(text.as_bytes());
+        self.out.push(b'\n');
+        self.lines += 1;
+        self.bytes += raw.len() as u64 + 1;
+        if self.echo {
+            echo_line(&self.log.name, self.stream, self.pid, &text);
+        }
+        if self.follow {
+            let _ = self.log.followers.send(Arc::new(Record {
+                seq,
+                time: self.time,
+                stream: self.stream,
+                pid: self.pid,
+                text: text.into_owned(),
+            }));
+        }
+        if self.out.len() >= writer::BATCH_BYTES {
+            self.cut();
+        }
+    }
+
+    fn cut(&mut self) {
+        if self.lines == 0 {
+            return;
+        }
+        let i = self.stream.index();
+        let counters = &self.log.counters;
+        counters.lines[i].fetch_add(self.lines, Ordering::Relaxed);
+        counters.bytes[i].fetch_add(self.bytes, Ordering::Relaxed);
+        self.full.push(writer::Batch {
+            service: self.log.name.clone(),
+            bytes: std::mem::take(&mut self.out),
+            lines: self.lines,
+            counters: counters.clone(),
+        });
+        self.lines = 0;
+        self.bytes = 0;
+    }
+
+    /// Releases the ring and returns the file batches to queue, in order.
+    pub fn finish(mut self) -> Vec<writer::Batch> {
+        self.cut();
+        std::mem::take(&mut self.full)
+    }
+}
+
+/// `2026-11-29T03:32:54.123456Z stdout 1234 ` (pid `-` when none).
+pub fn file_prefix(time: SystemTime, stream: Stream, pid: Option<u32>) -> String {
+    let stamp = humantime::format_rfc3339_micros(time);
+    match pid {
+        Some(pid) if pid > 0 => format!("{stamp} {} {pid} ", stream.as_str()),
+        _ => format!("{stamp} {} - ", stream.as_str()),
+    }
+}
+
+/// The tracing target of service lines, for filters like
+/// `log_level = "info,service=warn"`.
+pub const ECHO_TARGET: &str = "service";
+
+fn echo_enabled(stream: Stream) -> bool {
+    match stream {
+        Stream::Stderr => tracing::enabled!(target: "service", tracing::Level::WARN),
+        _ => tracing::enabled!(target: "service", tracing::Level::INFO),
+    }
+}
+
+fn echo_line(service: &str, stream: Stream, pid: u32, text: &str) {
+    match stream {
+        Stream::Stderr => {
+            tracing::warn!(target: "service", service, stream = stream.as_str(), pid, "{text}")
+        }
+        _ => tracing::info!(target: "service", service, stream = stream.as_str(), pid, "{text}"),
+    }
+}

@@ -1,0 +1,517 @@
+//! The service actor: one task per service that owns its state machine,
+//! its process, its timers and its log pump.
+//!
+//! The loop waits on exactly the things that can change the service (a
+//! command, the process's exit, a timer, the process group emptying) and
+//! nothing else: an idle service costs no wake-ups. Each happening becomes
+//! an [`Input`] for the pure state machine, whose effects are carried out
+//! here in order; everything that changed is then published at once.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use blackhole_api::{LastExit, ServiceStatus, State, rfc3339};
+use blackhole_core::config::ServiceSpec;
+use blackhole_core::machine::{Effect, ExitStatus, Input, Machine, Policy, Timer};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Sleep;
+
+use super::{Command, Outcome, Processes, Reply, Snapshot};
+use crate::events::EventBus;
+use crate::logs::{self, ServiceLog};
+
+/// How long an exit waits for the last output of the process to be read.
+/// Only a process that passed its pipes to something still running makes
+/// this wait at all.
+const DRAIN_BOUND: Duration = Duration::from_millis(250);
+
+/// Maps the machine's monotonic instants to wall-clock time for status.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    mono: Instant,
+    wall: SystemTime,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock {
+            mono: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+}
+
+impl Clock {
+    pub fn wall(&self, t: Instant) -> SystemTime {
+        if t >= self.mono {
+            self.wall + (t - self.mono)
+        } else {
+            self.wall - (self.mono - t)
+        }
+    }
+}
+
+/// What the current process of the service needs watching.
+struct Run {
+    exit: oneshot::Receiver<ExitStatus>,
+    pump: JoinHandle<()>,
+}
+
+enum Goal {
+    Started,
+    Stopped,
+    /// A new process must have been spawned after this many runs.
+    Restarted(u64),
+}
+
+struct Waiter {
+    goal: Goal,
+    reply: Reply,
+}
+
+enum Happening {
+    Command(Option<Command>),
+    Exit(ExitStatus),
+    Timer(Timer),
+    GroupChanged,
+}
+
+pub struct Actor<P: Processes> {
+    spec: Arc<ServiceSpec>,
+    machine: Machine,
+    procs: P,
+    commands: mpsc::Receiver<Command>,
+    snapshot: watch::Sender<Snapshot>,
+    events: EventBus,
+    log: Arc<ServiceLog>,
+    clock: Clock,
+    backoff: Option<Pin<Box<Sleep>>>,
+    stop_kill: Option<Pin<Box<Sleep>>>,
+    start_timeout: Option<Pin<Box<Sleep>>>,
+    run: Option<Run>,
+    watching: bool,
+    waiters: Vec<Waiter>,
+    shutting_down: bool,
+    oom_base: u64,
+    exited_at: Option<SystemTime>,
+}
+
+fn sleep(d: Duration) -> Pin<Box<Sleep>> {
+    Box::pin(tokio::time::sleep(d))
+}
+
+async fn fire(timer: &mut Option<Pin<Box<Sleep>>>) {
+    match timer {
+        Some(t) => t.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn exited(run: &mut Option<Run>) -> ExitStatus {
+    match run {
+        Some(r) => match (&mut r.exit).await {
+            Ok(status) => status,
+            // The reaper dropped the callback: cannot happen while the
+            // process exists; treat as killed so the service is not stuck.
+            Err(_) => ExitStatus::Signal {
+                signal: blackhole_core::signal::Signal::KILL,
+                core_dumped: false,
+            },
+        },
+        None => std::future::pending().await,
+    }
+}
+
+impl<P: Processes> Actor<P> {
+    pub fn new(
+        spec: Arc<ServiceSpec>,
+        procs: P,
+        commands: mpsc::Receiver<Command>,
+        events: EventBus,
+        log: Arc<ServiceLog>,
+        clock: Clock,
+    ) -> (Self, watch::Receiver<Snapshot>) {
+        let machine = Machine::new(Policy::from_spec(&spec), Instant::now());
+        let first = Snapshot {
+            status: initial_status(&spec, clock.wall(machine.since())),
+            started: None,
+            next_start_at: None,
+        };
+        let (snapshot, rx) = watch::channel(first);
+        let actor = Actor {
+            spec,
+            machine,
+            procs,
+            commands,
+            snapshot,
+            events,
+            log,
+            clock,
+            backoff: None,
+            stop_kill: None,
+            start_timeout: None,
+            run: None,
+            watching: false,
+            waiters: Vec::new(),
+            shutting_down: false,
+            oom_base: 0,
+            exited_at: None,
+        };
+        (actor, rx)
+    }
+
+    /// Runs until shut down.
+    pub async fn run(mut self) {
+        loop {
+            let happening = tokio::select! {
+                status = exited(&mut self.run) => Happening::Exit(status),
+                cmd = self.commands.recv() => Happening::Command(cmd),
+                _ = fire(&mut self.backoff) => Happening::Timer(Timer::Backoff),
+                _ = fire(&mut self.stop_kill) => Happening::Timer(Timer::StopKill),
+                _ = fire(&mut self.start_timeout) => Happening::Timer(Timer::StartTimeout),
+                _ = self.procs.changed(), if self.watching => Happening::GroupChanged,
+            };
+            match happening {
+                Happening::Command(Some(cmd)) => self.command(cmd).await,
+                Happening::Command(None) => {
+                    // Nobody can reach us any more: stop and end.
+                    self.shutting_down = true;
+                    self.feed(Input::Stop).await;
+                }
+                Happening::Exit(status) => self.on_exit(status).await,
+                Happening::Timer(t) => {
+                    self.clear_timer(t);
+                    let input = match t {
+                        Timer::Backoff => Input::BackoffElapsed,
+                        Timer::StopKill => Input::StopTimedOut,
+                        Timer::StartTimeout => Input::StartTimedOut,
+                    };
+                    if t == Timer::StopKill {
+                        tracing::warn!(
+                            service = %self.spec.name,
+                            "did not stop within {}; sending SIGKILL",
+                            humantime::format_duration(self.spec.stop_timeout)
+                        );
+                    }
+                    self.feed(input).await;
+                }
+                Happening::GroupChanged => {
+                    if self.procs.is_empty() {
+                        self.feed(Input::GroupEmpty).await;
+                    }
+                }
+            }
+            self.publish();
+            self.settle_waiters();
+            if self.shutting_down && self.machine.state() == State::Stopped && self.run.is_none() {
+                self.procs.release();
+                self.settle_waiters();
+                return;
+            }
+        }
+    }
+
+    async fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Start(reply) => {
+                self.wait_for(Goal::Started, reply);
+                self.feed(Input::Start).await;
+            }
+            Command::Stop(reply) => {
+                self.wait_for(Goal::Stopped, reply);
+                self.feed(Input::Stop).await;
+            }
+            Command::Restart(reply) => {
+                self.wait_for(Goal::Restarted(self.machine.runs()), reply);
+                self.feed(Input::Restart).await;
+            }
+            Command::Update(spec) => {
+                let mut policy = Policy::from_spec(&spec);
+                policy.needs_readiness = self.machine.policy().needs_readiness;
+                self.machine.set_policy(policy);
+                self.log.writer().set_limits(&spec.name, spec.log_max_size, spec.log_max_files).await;
+                self.spec = spec;
+            }
+            Command::Shutdown(reply) => {
+                self.shutting_down = true;
+                self.wait_for(Goal::Stopped, reply);
+                self.feed(Input::Stop).await;
+            }
+            Command::Kill => {
+                if self.machine.state().has_process() {
+                    self.feed(Input::Stop).await;
+                    self.feed(Input::StopTimedOut).await;
+                }
+            }
+        }
+    }
+
+    fn wait_for(&mut self, goal: Goal, reply: Option<Reply>) {
+        if let Some(reply) = reply {
+            self.waiters.push(Waiter { goal, reply });
+        }
+    }
+
+    async fn on_exit(&mut self, status: ExitStatus) {
+        let Some(run) = self.run.take() else { return };
+        self.exited_at = Some(SystemTime::now());
+        // Let the pump read what the process wrote just before it ended.
+        let mut pump = run.pump;
+        if tokio::time::timeout(DRAIN_BOUND, &mut pump).await.is_err() {
+            tracing::debug!(
+                service = %self.spec.name,
+                "output pipes still open after the process ended (a child holds them); reading on"
+            );
+        }
+        let group_empty = self.procs.is_empty();
+        let oom = self.procs.oom_kills() > self.oom_base;
+        self.feed(Input::Exited {
+            status,
+            oom,
+            group_empty,
+        })
+        .await;
+    }
+
+    /// Feeds an input and carries out its effects, including the inputs
+    /// those effects produce (a spawn's result).
+    async fn feed(&mut self, input: Input) {
+        let mut queue = VecDeque::from([input]);
+        while let Some(input) = queue.pop_front() {
+            let before = self.machine.state();
+            let effects = self.machine.handle(input, Instant::now(), fastrand::f64());
+            let after = self.machine.state();
+            if before != after {
+                self.transitioned(before, after).await;
+            }
+            for effect in effects {
+                match effect {
+                    Effect::Spawn => match self.launch().await {
+                        Ok(pid) => queue.push_back(Input::Spawned { pid }),
+                        Err(why) => queue.push_back(Input::SpawnFailed(why)),
+                    },
+                    Effect::Signal(sig) => self.procs.signal_all(sig),
+                    Effect::KillAll => self.procs.kill_all(),
+                    Effect::WatchGroup => {
+                        self.procs.watch();
+                        self.watching = true;
+                        // It may already be empty (the watch began after).
+                        if self.run.is_none() && self.procs.is_empty() {
+                            queue.push_back(Input::GroupEmpty);
+                        }
+                    }
+                    Effect::Arm(t, d) => *self.timer(t) = Some(sleep(d)),
+                    Effect::Disarm(t) => self.clear_timer(t),
+                    Effect::Bug(what) => {
+                        tracing::error!(service = %self.spec.name, "state machine refused: {what} (this is a bug)")
+                    }
+                }
+            }
+        }
+        if self.watching && !self.machine.state().has_process() {
+            self.procs.unwatch();
+            self.watching = false;
+        }
+    }
+
+    fn timer(&mut self, t: Timer) -> &mut Option<Pin<Box<Sleep>>> {
+        match t {
+            Timer::Backoff => &mut self.backoff,
+            Timer::StopKill => &mut self.stop_kill,
+            Timer::StartTimeout => &mut self.start_timeout,
+        }
+    }
+
+    fn clear_timer(&mut self, t: Timer) {
+        *self.timer(t) = None;
+    }
+
+    async fn launch(&mut self) -> Result<u32, String> {
+        let spec = self.spec.clone();
+        let launched = self.procs.launch(&spec).await?;
+        let pid = launched.pid;
+        self.oom_base = self.procs.oom_kills();
+        let pump = tokio::spawn(logs::pump(self.log.clone(), pid, launched.stdout, launched.stderr));
+        self.run = Some(Run {
+            exit: launched.exit,
+            pump,
+        });
+        Ok(pid)
+    }
+
+    /// Tells everyone about a state change: the event bus, the service's
+    /// log, the orchestrator's log.
+    async fn transitioned(&mut self, from: State, to: State) {
+        let name = self.spec.name.clone();
+        let m = &self.machine;
+        let message = match to {
+            State::Starting => "starting".to_string(),
+            State::Running => match m.pid() {
+                Some(pid) => format!("running (pid {pid})"),
+                None => "running".into(),
+            },
+            State::Stopping => "stopping".into(),
+            State::Stopped => "stopped".into(),
+            State::Exited => match m.last_exit() {
+                Some(x) => x.reason.to_string(),
+                None => "exited".into(),
+            },
+            State::Failed => m.last_error().unwrap_or("failed").to_string(),
+            State::Restarting => {
+                let why = m.last_exit().map(|x| x.reason.to_string()).unwrap_or_default();
+                let delay = m.next_start_in().unwrap_or_default();
+                format!("{why}; restarting in {:.1}s", delay.as_secs_f64())
+            }
+            State::Blocked => m.blocked_on().unwrap_or("waiting for dependencies").to_string(),
+        };
+        let pid = m.pid();
+        match to {
+            State::Failed => tracing::error!(service = %name, "{from} -> {to}: {message}"),
+            State::Restarting => tracing::warn!(service = %name, "{from} -> {to}: {message}"),
+            _ => tracing::info!(service = %name, "{from} -> {to}: {message}"),
+        }
+        if to != State::Starting {
+            self.log.note(pid, &message).await;
+        }
+        self.events.state(&name, from, to, pid, message);
+    }
+
+    fn publish(&mut self) {
+        let m = &self.machine;
+        let since = self.clock.wall(m.since());
+        let status = ServiceStatus {
+            name: self.spec.name.clone(),
+            state: m.state(),
+            enabled: self.spec.enabled,
+            pid: m.pid(),
+            restarts: m.restarts(),
+            since: rfc3339(since),
+            uptime_secs: None,
+            last_exit: m.last_exit().map(|x| LastExit {
+                code: match x.status {
+                    Some(ExitStatus::Code(c)) => Some(c),
+                    _ => None,
+                },
+                signal: match x.status {
+                    Some(ExitStatus::Signal { signal, .. }) => Some(signal.name()),
+                    _ => None,
+                },
+                reason: x.reason.tag().to_string(),
+                message: x.reason.to_string(),
+                at: self.exited_at.map(rfc3339),
+            }),
+            last_error: m.last_error().map(str::to_string),
+            ready: m.ready(),
+            kind: kind_name(&self.spec),
+            next_start_secs: None,
+            blocked_on: m.blocked_on().map(str::to_string),
+            failures: m.failures(),
+            binary: self.spec.binary.display().to_string(),
+        };
+        let snapshot = Snapshot {
+            started: m.run_started().map(|t| self.clock.wall(t)),
+            next_start_at: m.next_start_in().map(|d| since + d),
+            status,
+        };
+        self.snapshot.send_if_modified(|old| {
+            if *old == snapshot {
+                false
+            } else {
+                *old = snapshot;
+                true
+            }
+        });
+    }
+
+    /// Answers every waiter whose transition is complete.
+    fn settle_waiters(&mut self) {
+        if self.waiters.is_empty() {
+            return;
+        }
+        let state = self.machine.state();
+        let runs = self.machine.runs();
+        let last_error = self.machine.last_error().map(str::to_string);
+        let status = self.snapshot.borrow().view();
+        let mut pending = Vec::new();
+        for w in self.waiters.drain(..) {
+            let started = |spawned_anew: bool| -> Option<Result<(), String>> {
+                match state {
+                    State::Running | State::Exited if spawned_anew => Some(Ok(())),
+                    State::Failed => Some(Err(last_error.clone().unwrap_or_else(|| "failed".into()))),
+                    State::Restarting if spawned_anew => Some(Err(format!(
+                        "{}; it will be retried",
+                        last_error.clone().unwrap_or_else(|| "exited during start".into())
+                    ))),
+                    State::Stopped => Some(Err("stopped before it finished starting".into())),
+                    _ => None,
+                }
+            };
+            let verdict = match w.goal {
+                Goal::Started => started(true),
+                Goal::Restarted(before) => started(runs > before),
+                Goal::Stopped => (state == State::Stopped).then_some(Ok(())),
+            };
+            match verdict {
+                Some(Ok(())) => {
+                    let _ = w.reply.send(Outcome::Done(status.clone()));
+                }
+                Some(Err(why)) => {
+                    let _ = w.reply.send(Outcome::Failed(status.clone(), why));
+                }
+                None => pending.push(w),
+            }
+        }
+        self.waiters = pending;
+    }
+}
+
+fn kind_name(spec: &ServiceSpec) -> String {
+    match spec.kind {
+        blackhole_core::config::ServiceKind::Simple => "simple".into(),
+        blackhole_core::config::ServiceKind::Oneshot => "oneshot".into(),
+    }
+}
+
+fn initial_status(spec: &ServiceSpec, since: SystemTime) -> ServiceStatus {
+    ServiceStatus {
+        name: spec.name.clone(),
+        state: State::Stopped,
+        enabled: spec.enabled,
+        pid: None,
+        restarts: 0,
+        since: rfc3339(since),
+        uptime_secs: None,
+        last_exit: None,
+        last_error: None,
+        ready: false,
+        kind: kind_name(spec),
+        next_start_secs: None,
+        blocked_on: None,
+        failures: 0,
+        binary: spec.binary.display().to_string(),
+    }
+}
+
+/// Status of a service whose configuration is invalid: shown, never run.
+pub fn invalid_status(name: &str, error: &str) -> ServiceStatus {
+    ServiceStatus {
+        name: name.to_string(),
+        state: State::Failed,
+        enabled: false,
+        pid: None,
+        restarts: 0,
+        since: rfc3339(SystemTime::now()),
+        uptime_secs: None,
+        last_exit: None,
+        last_error: Some(format!("invalid configuration: {error}")),
+        ready: false,
+        kind: "simple".into(),
+        next_start_secs: None,
+        blocked_on: None,
+        failures: 0,
+        binary: String::new(),
+    }
+}

@@ -1,0 +1,85 @@
+//! One service: its actor (the task that owns its state and its process),
+//! the handle others use to talk to it, and the OS seam.
+
+mod actor;
+pub mod env;
+pub mod ops;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use blackhole_api::ServiceStatus;
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub use actor::{Actor, Clock, invalid_status};
+pub use ops::{Launched, OsContext, OsProcesses, Processes};
+
+use blackhole_core::config::ServiceSpec;
+
+use crate::logs::ServiceLog;
+
+/// The result of a start, stop or restart: the status once the transition
+/// is done, or why it failed (with the status then).
+#[derive(Debug)]
+pub enum Outcome {
+    Done(ServiceStatus),
+    Failed(ServiceStatus, String),
+}
+
+pub type Reply = oneshot::Sender<Outcome>;
+
+/// Messages to a service actor. Each may carry a reply sent when the
+/// transition is complete.
+pub enum Command {
+    Start(Option<Reply>),
+    Stop(Option<Reply>),
+    Restart(Option<Reply>),
+    /// New settings that do not need a new process.
+    Update(Arc<ServiceSpec>),
+    /// Stop, then end the actor.
+    Shutdown(Option<Reply>),
+    /// SIGKILL everything of the service now.
+    Kill,
+}
+
+/// What the actor publishes after every change. Uptime and the backoff
+/// countdown are derived when read, so an idle service publishes nothing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Snapshot {
+    pub status: ServiceStatus,
+    pub started: Option<SystemTime>,
+    pub next_start_at: Option<SystemTime>,
+}
+
+impl Snapshot {
+    /// The status as of now.
+    pub fn view(&self) -> ServiceStatus {
+        let now = SystemTime::now();
+        let mut s = self.status.clone();
+        s.uptime_secs = self
+            .started
+            .map(|t| now.duration_since(t).unwrap_or(Duration::ZERO).as_secs());
+        s.next_start_secs = self
+            .next_start_at
+            .map(|t| t.duration_since(now).unwrap_or(Duration::ZERO).as_secs_f64());
+        s
+    }
+}
+
+/// How the rest of the orchestrator reaches one service.
+#[derive(Clone)]
+pub struct ServiceHandle {
+    pub name: String,
+    pub commands: mpsc::Sender<Command>,
+    pub snapshot: watch::Receiver<Snapshot>,
+    pub log: Arc<ServiceLog>,
+}
+
+impl ServiceHandle {
+    pub fn status(&self) -> ServiceStatus {
+        self.snapshot.borrow().view()
+    }
+}
+
+#[cfg(test)]
+mod tests;

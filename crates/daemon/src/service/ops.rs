@@ -1,0 +1,244 @@
+//! The seam between a service actor and the operating system.
+//!
+//! [`Processes`] is everything an actor does to processes: launch one,
+//! signal or kill all of them, learn when none remains. [`OsProcesses`] is
+//! the real thing; unit tests of the actor use a fake.
+
+use std::ffi::CString;
+use std::future::Future;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use blackhole_core::config::ServiceSpec;
+use blackhole_core::machine::ExitStatus;
+use blackhole_core::signal::Signal;
+use blackhole_os::spawn::{Output, Rlimit, SpawnPlan, decode_exec_status};
+use blackhole_os::spawner::Spawner;
+use blackhole_os::track::{Group, Tracking};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::oneshot;
+
+use super::env::{self, BaseEnv};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A running process, after exec succeeded.
+pub struct Launched {
+    pub pid: u32,
+    /// Resolves with the exit status once the process is reaped.
+    pub exit: oneshot::Receiver<ExitStatus>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+}
+
+pub trait Processes: Send + 'static {
+    /// Starts the service's main process; resolves once exec succeeded
+    /// (or with why it did not, after the failed child is gone).
+    fn launch<'a>(&'a mut self, spec: &'a ServiceSpec) -> BoxFuture<'a, Result<Launched, String>>;
+    /// Signals every process of the service.
+    fn signal_all(&mut self, sig: Signal);
+    /// SIGKILLs every process of the service.
+    fn kill_all(&mut self);
+    /// No process of the service remains.
+    fn is_empty(&mut self) -> bool;
+    /// Starts reporting changes of the group through [`Processes::changed`].
+    fn watch(&mut self);
+    fn unwatch(&mut self);
+    /// Resolves when the group may have changed (recheck `is_empty`).
+    fn changed(&mut self) -> BoxFuture<'_, ()>;
+    /// OOM kills counted for the service so far.
+    fn oom_kills(&mut self) -> u64 {
+        0
+    }
+    /// The service is stopped for good: release its cgroup.
+    fn release(&mut self);
+    /// Where the processes are tracked, for status.
+    fn describe(&self) -> String;
+}
+
+/// Shared by every service's [`OsProcesses`].
+pub struct OsContext {
+    pub spawner: Spawner,
+    pub tracking: Tracking,
+    pub base_env: BaseEnv,
+    /// The descriptor limit services get (the orchestrator raises its own).
+    pub nofile: Option<(u64, u64)>,
+}
+
+pub struct OsProcesses {
+    ctx: Arc<OsContext>,
+    group: Group,
+    watch: Option<Watch>,
+}
+
+enum Watch {
+    /// inotify on `cgroup.events`: woken when `populated` changes.
+    Events(AsyncFd<OwnedFd>),
+    /// No event source: recheck on a timer that slows down.
+    Poll(Duration),
+}
+
+impl OsProcesses {
+    pub fn new(ctx: Arc<OsContext>, service: &str) -> Self {
+        let group = ctx.tracking.group(service);
+        OsProcesses { ctx, group, watch: None }
+    }
+
+    fn plan(&mut self, spec: &ServiceSpec) -> Result<SpawnPlan, String> {
+        let env = env::build(spec, &self.ctx.base_env)?;
+        std::fs::create_dir_all(&spec.data_dir)
+            .map_err(|e| format!("cannot create data dir {}: {e}", spec.data_dir.display()))?;
+        let program = cstring(spec.binary.as_os_str().as_bytes())?;
+        let mut argv = vec![program.clone()];
+        for a in &spec.args {
+            argv.push(cstring(a.as_bytes())?);
+        }
+        let mut plan = SpawnPlan::new(program, argv);
+        plan.envp = env
+            .iter()
+            .map(|(k, v)| cstring(format!("{k}={v}").as_bytes()))
+            .collect::<Result<_, _>>()?;
+        plan.cwd = Some(cstring(spec.data_dir.as_os_str().as_bytes())?);
+        plan.output = Output::Capture;
+        if let Some((soft, hard)) = self.ctx.nofile {
+            plan.rlimits.push(Rlimit {
+                resource: libc::RLIMIT_NOFILE as i32,
+                soft,
+                hard,
+            });
+        }
+        self.group
+            .prepare(&mut plan)
+            .map_err(|e| format!("cannot prepare the cgroup {}: {e}", self.group.describe()))?;
+        Ok(plan)
+    }
+}
+
+fn cstring(bytes: &[u8]) -> Result<CString, String> {
+    CString::new(bytes).map_err(|_| format!("{:?} contains a NUL byte", String::from_utf8_lossy(bytes)))
+}
+
+impl Processes for OsProcesses {
+    fn launch<'a>(&'a mut self, spec: &'a ServiceSpec) -> BoxFuture<'a, Result<Launched, String>> {
+        Box::pin(async move {
+            let plan = self.plan(spec)?;
+            let (exit_tx, exit_rx) = oneshot::channel();
+            let (reply_tx, reply_rx) = oneshot::channel();
+            self.ctx.spawner.submit(
+                plan,
+                Box::new(move |status| {
+                    let _ = exit_tx.send(status);
+                }),
+                Box::new(move |result| {
+                    let _ = reply_tx.send(result);
+                }),
+            );
+            let spawned = reply_rx
+                .await
+                .map_err(|_| "the spawning thread is gone".to_string())?
+                .map_err(|e| e.to_string())?;
+            self.group.started(spawned.pid);
+            let program = spec.binary.display().to_string();
+            let exec = read_exec_status(spawned.exec_status).await;
+            if let Err(e) = exec.and_then(|bytes| decode_exec_status(&program, &bytes).map_err(|e| e.to_string())) {
+                // The child exits at once; wait so that nothing of the
+                // failed attempt outlives this call.
+                let _ = exit_rx.await;
+                return Err(e);
+            }
+            Ok(Launched {
+                pid: spawned.pid,
+                exit: exit_rx,
+                stdout: spawned.stdout,
+                stderr: spawned.stderr,
+            })
+        })
+    }
+
+    fn signal_all(&mut self, sig: Signal) {
+        self.group.signal_all(sig.number());
+    }
+
+    fn kill_all(&mut self) {
+        self.group.kill_all();
+    }
+
+    fn is_empty(&mut self) -> bool {
+        self.group.is_empty()
+    }
+
+    fn watch(&mut self) {
+        if self.watch.is_some() {
+            return;
+        }
+        self.watch = Some(match self.group.watch_file().and_then(|p| inotify_modify(&p).ok()) {
+            Some(fd) => Watch::Events(fd),
+            None => Watch::Poll(Duration::from_millis(5)),
+        });
+    }
+
+    fn unwatch(&mut self) {
+        self.watch = None;
+    }
+
+    fn changed(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            match &mut self.watch {
+                Some(Watch::Events(fd)) => {
+                    if let Ok(mut guard) = fd.readable().await {
+                        let mut buf = [0u8; 4096];
+                        // Drain; the content does not matter.
+                        let _ = guard.try_io(|fd| {
+                            nix::unistd::read(fd.get_ref(), &mut buf).map_err(std::io::Error::from)
+                        });
+                    }
+                }
+                Some(Watch::Poll(delay)) => {
+                    tokio::time::sleep(*delay).await;
+                    *delay = (*delay * 2).min(Duration::from_millis(200));
+                }
+                None => std::future::pending().await,
+            }
+        })
+    }
+
+    fn release(&mut self) {
+        self.group.release();
+    }
+
+    fn describe(&self) -> String {
+        self.group.describe()
+    }
+}
+
+async fn read_exec_status(fd: OwnedFd) -> Result<Vec<u8>, String> {
+    let fd = blackhole_os::asyncfd::register(fd).map_err(|e| format!("cannot watch the exec-status pipe: {e}"))?;
+    let mut got = Vec::with_capacity(8);
+    loop {
+        let mut guard = fd.readable().await.map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 8];
+        match guard.try_io(|fd| nix::unistd::read(fd.get_ref(), &mut buf).map_err(std::io::Error::from)) {
+            Ok(Ok(0)) => return Ok(got),
+            Ok(Ok(n)) => {
+                got.extend_from_slice(&buf[..n]);
+                if got.len() >= 8 {
+                    return Ok(got);
+                }
+            }
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Ok(Err(e)) => return Err(format!("cannot read the exec status: {e}")),
+            Err(_would_block) => {}
+        }
+    }
+}
+
+fn inotify_modify(path: &PathBuf) -> std::io::Result<AsyncFd<OwnedFd>> {
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
+    ino.add_watch(path, AddWatchFlags::IN_MODIFY)?;
+    blackhole_os::asyncfd::register(OwnedFd::from(ino))
+}

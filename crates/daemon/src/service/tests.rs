@@ -1,0 +1,310 @@
+//! The actor against a fake process layer, on a paused clock: every timer
+//! fires exactly when the backoff says, with no real waiting.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use blackhole_api::State;
+use blackhole_core::backoff::Backoff;
+use blackhole_core::config::{Origin, RestartPolicy, RestartSpec, ServiceKind, ServiceSpec};
+use blackhole_core::machine::ExitStatus;
+use blackhole_core::signal::Signal;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use super::ops::BoxFuture;
+use super::*;
+use crate::events::EventBus;
+use crate::logs::{LogWriter, ServiceLog};
+
+#[derive(Default)]
+struct World {
+    next_pid: u32,
+    launches: Vec<Instant>,
+    exits: HashMap<u32, oneshot::Sender<ExitStatus>>,
+    signals: Vec<Signal>,
+    ignore_term: bool,
+    fail_launch: Option<String>,
+}
+
+impl World {
+    fn end(&mut self, pid: u32, status: ExitStatus) {
+        if let Some(tx) = self.exits.remove(&pid) {
+            let _ = tx.send(status);
+        }
+    }
+}
+
+#[derive(Clone, Default)]
+struct Fake(Arc<Mutex<World>>);
+
+impl Fake {
+    fn world(&self) -> std::sync::MutexGuard<'_, World> {
+        self.0.lock().unwrap()
+    }
+    fn crash(&self, code: i32) {
+        let mut w = self.world();
+        let pids: Vec<u32> = w.exits.keys().copied().collect();
+        for pid in pids {
+            w.end(pid, ExitStatus::Code(code));
+        }
+    }
+    fn launches(&self) -> Vec<Instant> {
+        self.world().launches.clone()
+    }
+}
+
+impl Processes for Fake {
+    fn launch<'a>(&'a mut self, _spec: &'a ServiceSpec) -> BoxFuture<'a, Result<Launched, String>> {
+        Box::pin(async move {
+            let mut w = self.world();
+            w.launches.push(Instant::now());
+            if let Some(why) = w.fail_launch.clone() {
+                return Err(why);
+            }
+            w.next_pid += 1;
+            let pid = 1000 + w.next_pid;
+            let (tx, rx) = oneshot::channel();
+            w.exits.insert(pid, tx);
+            Ok(Launched {
+                pid,
+                exit: rx,
+                stdout: None,
+                stderr: None,
+            })
+        })
+    }
+    fn signal_all(&mut self, sig: Signal) {
+        let mut w = self.world();
+        w.signals.push(sig);
+        if !(w.ignore_term && sig == Signal::TERM) {
+            let pids: Vec<u32> = w.exits.keys().copied().collect();
+            for pid in pids {
+                w.end(
+                    pid,
+                    ExitStatus::Signal {
+                        signal: sig,
+                        core_dumped: false,
+                    },
+                );
+            }
+        }
+    }
+    fn kill_all(&mut self) {
+        let mut w = self.world();
+        w.signals.push(Signal::KILL);
+        let pids: Vec<u32> = w.exits.keys().copied().collect();
+        for pid in pids {
+            w.end(
+                pid,
+                ExitStatus::Signal {
+                    signal: Signal::KILL,
+                    core_dumped: false,
+                },
+            );
+        }
+    }
+    fn is_empty(&mut self) -> bool {
+        self.world().exits.is_empty()
+    }
+    fn watch(&mut self) {}
+    fn unwatch(&mut self) {}
+    fn changed(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::pending())
+    }
+    fn release(&mut self) {}
+    fn describe(&self) -> String {
+        "fake".into()
+    }
+}
+
+fn spec(policy: RestartPolicy, max_attempts: u32) -> ServiceSpec {
+    ServiceSpec {
+        name: "svc".into(),
+        origin: Origin::Discovered,
+        enabled: true,
+        kind: ServiceKind::Simple,
+        binary: PathBuf::from("/bin/true"),
+        args: vec![],
+        service_args: false,
+        environment: BTreeMap::new(),
+        env_files: vec![],
+        data_dir: PathBuf::from("/tmp"),
+        memory_limit: None,
+        log_level: Default::default(),
+        stop_signal: Signal::TERM,
+        stop_timeout: Duration::from_secs(5),
+        success_exit_codes: vec![0],
+        restart: RestartSpec {
+            policy,
+            backoff: Backoff {
+                jitter: 0.0,
+                ..Backoff::default()
+            },
+            max_attempts,
+            reset_after: Duration::from_secs(3600),
+        },
+        log_max_size: 1 << 20,
+        log_max_files: 2,
+    }
+}
+
+struct Rig {
+    fake: Fake,
+    commands: mpsc::Sender<Command>,
+    snapshot: watch::Receiver<Snapshot>,
+    _dir: tempfile::TempDir,
+}
+
+impl Rig {
+    fn start(spec: ServiceSpec, fake: Fake) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = LogWriter::start(dir.path().to_path_buf(), 1 << 20, 2).unwrap();
+        let log = ServiceLog::new("svc", writer, false);
+        let (tx, rx) = mpsc::channel(8);
+        let (actor, snapshot) = Actor::new(Arc::new(spec), fake.clone(), rx, EventBus::default(), log, Clock::default());
+        tokio::spawn(actor.run());
+        Rig {
+            fake,
+            commands: tx,
+            snapshot,
+            _dir: dir,
+        }
+    }
+
+    async fn send(&self, make: impl FnOnce(Reply) -> Command) -> Outcome {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).await.unwrap();
+        rx.await.unwrap()
+    }
+
+    fn state(&self) -> State {
+        self.snapshot.borrow().status.state
+    }
+
+    /// Waits (in paused time) until the state is `want`.
+    async fn reach(&mut self, want: State) {
+        let deadline = Instant::now() + Duration::from_secs(3600);
+        while self.state() != want {
+            tokio::select! {
+                r = self.snapshot.changed() => r.unwrap(),
+                _ = tokio::time::sleep_until(deadline) => panic!("never reached {want}; stuck in {}", self.state()),
+            }
+        }
+    }
+}
+
+fn done(o: Outcome) -> blackhole_api::ServiceStatus {
+    match o {
+        Outcome::Done(s) => s,
+        Outcome::Failed(s, why) => panic!("failed: {why} ({:?})", s.state),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_runs_and_start_again_is_the_same_process() {
+    let rig = Rig::start(spec(RestartPolicy::OnFailure, 10), Fake::default());
+    let s = done(rig.send(|r| Command::Start(Some(r))).await);
+    assert_eq!(s.state, State::Running);
+    let again = done(rig.send(|r| Command::Start(Some(r))).await);
+    assert_eq!(again.pid, s.pid, "no second instance");
+    assert_eq!(rig.fake.launches().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn crash_loop_backs_off_exponentially_then_fails() {
+    let mut rig = Rig::start(spec(RestartPolicy::OnFailure, 5), Fake::default());
+    done(rig.send(|r| Command::Start(Some(r))).await);
+    for run in 1..=5 {
+        rig.reach(State::Running).await;
+        rig.fake.crash(1);
+        if run < 5 {
+            rig.reach(State::Restarting).await;
+        }
+    }
+    rig.reach(State::Failed).await;
+    let launches = rig.fake.launches();
+    assert_eq!(launches.len(), 5, "5 failed runs, then it gives up");
+    let gaps: Vec<u64> = launches.windows(2).map(|w| (w[1] - w[0]).as_millis() as u64).collect();
+    assert_eq!(gaps, [1000, 2000, 4000, 8000]);
+    let status = rig.snapshot.borrow().view();
+    assert_eq!(status.restarts, 4);
+    assert!(status.last_error.unwrap().contains("gave up after 5"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn stop_during_backoff_cancels_the_restart() {
+    let mut rig = Rig::start(spec(RestartPolicy::Always, 0), Fake::default());
+    done(rig.send(|r| Command::Start(Some(r))).await);
+    rig.fake.crash(1);
+    rig.reach(State::Restarting).await;
+    let s = done(rig.send(|r| Command::Stop(Some(r))).await);
+    assert_eq!(s.state, State::Stopped);
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(rig.fake.launches().len(), 1, "no restart after the stop");
+    assert_eq!(rig.state(), State::Stopped);
+}
+
+#[tokio::test(start_paused = true)]
+async fn manual_restart_skips_the_backoff() {
+    let mut rig = Rig::start(spec(RestartPolicy::OnFailure, 0), Fake::default());
+    done(rig.send(|r| Command::Start(Some(r))).await);
+    for _ in 0..4 {
+        rig.reach(State::Running).await;
+        rig.fake.crash(1);
+        rig.reach(State::Restarting).await;
+    }
+    let before = rig.fake.launches();
+    let s = done(rig.send(|r| Command::Restart(Some(r))).await);
+    assert_eq!(s.state, State::Running);
+    let after = rig.fake.launches();
+    assert_eq!(after.len(), before.len() + 1);
+    assert_eq!(*after.last().unwrap(), Instant::now(), "started at once, no delay");
+}
+
+#[tokio::test(start_paused = true)]
+async fn stubborn_process_is_killed_at_the_stop_timeout() {
+    let fake = Fake::default();
+    fake.world().ignore_term = true;
+    let rig = Rig::start(spec(RestartPolicy::OnFailure, 0), fake);
+    done(rig.send(|r| Command::Start(Some(r))).await);
+    let t0 = Instant::now();
+    let s = done(rig.send(|r| Command::Stop(Some(r))).await);
+    assert_eq!(Instant::now() - t0, Duration::from_secs(5), "SIGKILL exactly at stop_timeout");
+    assert_eq!(rig.fake.world().signals, [Signal::TERM, Signal::KILL]);
+    assert_eq!(s.last_exit.unwrap().signal.as_deref(), Some("SIGKILL"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn launch_failure_is_retried_with_backoff() {
+    let fake = Fake::default();
+    fake.world().fail_launch = Some("no such file".into());
+    let mut rig = Rig::start(spec(RestartPolicy::OnFailure, 3), fake);
+    match rig.send(|r| Command::Start(Some(r))).await {
+        Outcome::Failed(s, why) => {
+            assert!(why.contains("no such file"), "{why}");
+            assert_eq!(s.state, State::Restarting);
+        }
+        Outcome::Done(s) => panic!("started? {s:?}"),
+    }
+    rig.reach(State::Failed).await;
+    assert_eq!(rig.fake.launches().len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn crash_during_stop_is_not_restarted() {
+    let fake = Fake::default();
+    fake.world().ignore_term = true;
+    let mut rig = Rig::start(spec(RestartPolicy::Always, 0), fake);
+    done(rig.send(|r| Command::Start(Some(r))).await);
+    let (tx, rx) = oneshot::channel();
+    rig.commands.send(Command::Stop(Some(tx))).await.unwrap();
+    rig.reach(State::Stopping).await;
+    rig.fake.crash(3);
+    let s = done(rx.await.unwrap());
+    assert_eq!(s.state, State::Stopped);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(rig.fake.launches().len(), 1);
+}

@@ -1,0 +1,490 @@
+//! The dispatcher: the one loop that owns the set of services.
+//!
+//! It serialises everything that changes which services exist or the
+//! orchestrator's own state: signals (shutdown, reload), control requests,
+//! and the end of shutdown. It never waits on a service: commands go to
+//! actors through bounded queues and their replies go straight back to
+//! whoever asked, so a slow service cannot stall the orchestrator.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use blackhole_api::{ReloadReport, ServiceStatus, codes};
+use blackhole_core::config::{self, Config, FsDiscovery, LoadOptions, ServiceSpec};
+use blackhole_core::diff;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::events::EventBus;
+use crate::logs::{LogWriter, ServiceLog};
+use crate::service::{Actor, Clock, Command, OsContext, OsProcesses, Outcome, ServiceHandle};
+use crate::telemetry::Telemetry;
+
+/// An error for an API caller: HTTP status, code, message.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub http: u16,
+    pub code: &'static str,
+    pub message: String,
+    pub details: Vec<String>,
+    pub status: Option<ServiceStatus>,
+}
+
+impl ApiError {
+    pub fn new(http: u16, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            http,
+            code,
+            message: message.into(),
+            details: Vec::new(),
+            status: None,
+        }
+    }
+
+    pub fn not_found(name: &str) -> Self {
+        ApiError::new(404, codes::NOT_FOUND, format!("no service named `{name}`"))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Start,
+    Stop,
+    Restart,
+}
+
+pub enum Request {
+    /// Forward to the service; the receiver yields the outcome.
+    Action {
+        name: String,
+        action: Action,
+        reply: oneshot::Sender<Result<oneshot::Receiver<Outcome>, ApiError>>,
+    },
+    Reload {
+        reply: oneshot::Sender<Result<ReloadReport, ApiError>>,
+    },
+    Shutdown,
+}
+
+/// What readers of status see: one entry per service.
+#[derive(Clone, Default)]
+pub struct Registry {
+    pub services: BTreeMap<String, Entry>,
+}
+
+#[derive(Clone)]
+pub enum Entry {
+    Live(ServiceHandle),
+    /// Configured but invalid: shown, never run.
+    Invalid(ServiceStatus),
+}
+
+impl Entry {
+    pub fn status(&self) -> ServiceStatus {
+        match self {
+            Entry::Live(h) => h.status(),
+            Entry::Invalid(s) => s.clone(),
+        }
+    }
+}
+
+/// How to load the configuration again on reload.
+#[derive(Clone, Debug)]
+pub struct Source {
+    pub path: PathBuf,
+    pub explicit: bool,
+    pub options: LoadOptions,
+}
+
+pub struct Supervisor {
+    config: Config,
+    source: Source,
+    services: BTreeMap<String, ServiceHandle>,
+    tasks: Vec<(String, JoinHandle<()>)>,
+    invalid: BTreeMap<String, String>,
+    ctx: Arc<OsContext>,
+    writer: LogWriter,
+    events: EventBus,
+    registry: watch::Sender<Arc<Registry>>,
+    requests: mpsc::Receiver<Request>,
+    clock: Clock,
+    telemetry: Telemetry,
+}
+
+/// Capacity of each actor's command queue.
+const COMMAND_QUEUE: usize = 32;
+
+impl Supervisor {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: Config,
+        source: Source,
+        ctx: Arc<OsContext>,
+        writer: LogWriter,
+        events: EventBus,
+        requests: mpsc::Receiver<Request>,
+        telemetry: Telemetry,
+    ) -> (Self, watch::Receiver<Arc<Registry>>) {
+        let (registry, rx) = watch::channel(Arc::new(Registry::default()));
+        let invalid = config.invalid.clone();
+        let sup = Supervisor {
+            config,
+            source,
+            services: BTreeMap::new(),
+            tasks: Vec::new(),
+            invalid,
+            ctx,
+            writer,
+            events,
+            registry,
+            requests,
+            clock: Clock::default(),
+            telemetry,
+        };
+        (sup, rx)
+    }
+
+    fn spawn_actor(&mut self, spec: ServiceSpec, log: Option<Arc<ServiceLog>>) -> ServiceHandle {
+        let name = spec.name.clone();
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        let log = log.unwrap_or_else(|| {
+            ServiceLog::new(&name, self.writer.clone(), self.config.orchestrator.log_service_output)
+        });
+        let procs = OsProcesses::new(self.ctx.clone(), &name);
+        let limits = (spec.log_max_size, spec.log_max_files);
+        let (actor, snapshot) = Actor::new(Arc::new(spec), procs, rx, self.events.clone(), log.clone(), self.clock);
+        let writer = self.writer.clone();
+        let task_name = name.clone();
+        let task = tokio::spawn(async move {
+            writer.set_limits(&task_name, limits.0, limits.1).await;
+            actor.run().await;
+        });
+        self.tasks.push((name.clone(), task));
+        let handle = ServiceHandle {
+            name: name.clone(),
+            commands: tx,
+            snapshot,
+            log,
+        };
+        self.services.insert(name, handle.clone());
+        handle
+    }
+
+    fn publish_registry(&self) {
+        let mut services = BTreeMap::new();
+        for (name, h) in &self.services {
+            services.insert(name.clone(), Entry::Live(h.clone()));
+        }
+        for (name, error) in &self.invalid {
+            services.insert(
+                name.clone(),
+                Entry::Invalid(crate::service::invalid_status(name, error)),
+            );
+        }
+        self.registry.send_replace(Arc::new(Registry { services }));
+    }
+
+    fn send(&self, name: &str, cmd: Command) {
+        if let Some(h) = self.services.get(name)
+            && let Err(e) = h.commands.try_send(cmd)
+        {
+            tracing::error!(service = name, "command queue full or closed: {e}");
+        }
+    }
+
+    /// Runs the orchestrator until it has shut down.
+    pub async fn run(mut self) -> std::io::Result<()> {
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let mut sighup = signal(SignalKind::hangup())?;
+
+        let specs: Vec<ServiceSpec> = self.config.services.values().cloned().collect();
+        for spec in specs {
+            let enabled = spec.enabled;
+            let name = spec.name.clone();
+            self.spawn_actor(spec, None);
+            if enabled {
+                self.send(&name, Command::Start(None));
+            }
+        }
+        self.publish_registry();
+        let enabled = self.config.services.values().filter(|s| s.enabled).count();
+        tracing::info!(
+            "supervising {} services ({} enabled, {} invalid)",
+            self.config.services.len() + self.invalid.len(),
+            enabled,
+            self.invalid.len()
+        );
+
+        let mut stopping: Option<oneshot::Receiver<()>> = None;
+        loop {
+            tokio::select! {
+                _ = sigint.recv() => {
+                    if stopping.is_some() {
+                        self.force_kill("second interrupt");
+                    } else {
+                        tracing::info!("interrupt received: stopping every service (interrupt again to kill at once)");
+                        stopping = Some(self.begin_shutdown());
+                    }
+                }
+                _ = sigterm.recv() => {
+                    if stopping.is_some() {
+                        self.force_kill("second termination signal");
+                    } else {
+                        tracing::info!("SIGTERM received: stopping every service");
+                        stopping = Some(self.begin_shutdown());
+                    }
+                }
+                _ = sighup.recv() => {
+                    if stopping.is_none() {
+                        match self.reload() {
+                            Ok(report) => tracing::info!("reload on SIGHUP: {}", summary(&report)),
+                            Err(e) => tracing::error!("reload on SIGHUP refused, nothing changed: {}", e.message),
+                        }
+                    }
+                }
+                req = self.requests.recv() => match req {
+                    Some(Request::Action { name, action, reply }) => {
+                        let result = if stopping.is_some() {
+                            Err(ApiError::new(503, codes::UNAVAILABLE, "the orchestrator is shutting down"))
+                        } else {
+                            self.action(&name, action)
+                        };
+                        let _ = reply.send(result);
+                    }
+                    Some(Request::Reload { reply }) => {
+                        let result = if stopping.is_some() {
+                            Err(ApiError::new(503, codes::UNAVAILABLE, "the orchestrator is shutting down"))
+                        } else {
+                            self.reload()
+                        };
+                        let _ = reply.send(result);
+                    }
+                    Some(Request::Shutdown) => {
+                        if stopping.is_none() {
+                            tracing::info!("shutdown requested through the API");
+                            stopping = Some(self.begin_shutdown());
+                        }
+                    }
+                    None => {}
+                },
+                _ = async { stopping.as_mut().expect("guarded").await }, if stopping.is_some() => break,
+            }
+        }
+        self.finish_shutdown().await;
+        Ok(())
+    }
+
+    fn action(&mut self, name: &str, action: Action) -> Result<oneshot::Receiver<Outcome>, ApiError> {
+        if let Some(error) = self.invalid.get(name) {
+            return Err(ApiError::new(
+                409,
+                codes::CONFLICT,
+                format!("service `{name}` has an invalid configuration and cannot run: {error}"),
+            ));
+        }
+        let handle = self.services.get(name).ok_or_else(|| ApiError::not_found(name))?;
+        let (tx, rx) = oneshot::channel();
+        let cmd = match action {
+            Action::Start => Command::Start(Some(tx)),
+            Action::Stop => Command::Stop(Some(tx)),
+            Action::Restart => Command::Restart(Some(tx)),
+        };
+        handle
+            .commands
+            .try_send(cmd)
+            .map_err(|_| ApiError::new(503, codes::UNAVAILABLE, format!("service `{name}` is busy; try again")))?;
+        Ok(rx)
+    }
+
+    /// Re-reads the configuration and applies the difference, or changes
+    /// nothing and says why.
+    fn reload(&mut self) -> Result<ReloadReport, ApiError> {
+        let loaded = config::load(&self.source.path, self.source.explicit, &self.source.options, &FsDiscovery);
+        let errors: Vec<String> = loaded.errors().map(|d| d.short()).collect();
+        let Some(new) = loaded.config.filter(|_| errors.is_empty()) else {
+            let mut e = ApiError::new(
+                422,
+                codes::INVALID_CONFIG,
+                format!("the configuration has {} error(s); nothing was changed", errors.len()),
+            );
+            for line in &errors {
+                tracing::error!("reload: {line}");
+            }
+            e.details = errors;
+            return Err(e);
+        };
+        let warnings: Vec<String> = loaded.diagnostics.iter().map(|d| d.short()).collect();
+        let plan = diff::plan(&self.config, &new);
+        let mut report = ReloadReport {
+            warnings,
+            ..ReloadReport::default()
+        };
+
+        let old_orch = &self.config.orchestrator;
+        let new_orch = &new.orchestrator;
+        if old_orch.log_level != new_orch.log_level {
+            self.telemetry.set_level(new_orch.log_level);
+        }
+        if old_orch.log_service_output != new_orch.log_service_output {
+            for h in self.services.values() {
+                h.log.set_echo(new_orch.log_service_output);
+            }
+        }
+        for (what, changed) in [
+            ("socket", old_orch.socket != new_orch.socket),
+            ("state_dir", old_orch.state_dir != new_orch.state_dir),
+            ("log_dir", old_orch.log_dir != new_orch.log_dir),
+            ("log_format", old_orch.log_format != new_orch.log_format),
+        ] {
+            if changed {
+                report
+                    .warnings
+                    .push(format!("[orchestrator] {what} changed: restart the orchestrator to apply it"));
+            }
+        }
+
+        for name in &plan.removed {
+            if let Some(h) = self.services.remove(name) {
+                let _ = h.commands.try_send(Command::Shutdown(None));
+                report.stopped.push(name.clone());
+            }
+            self.invalid.remove(name);
+        }
+        for name in &plan.added {
+            let spec = new.services[name].clone();
+            let enabled = spec.enabled;
+            self.spawn_actor(spec, None);
+            if enabled {
+                self.send(name, Command::Start(None));
+                report.started.push(name.clone());
+            } else {
+                report.unchanged.push(name.clone());
+            }
+        }
+        for name in &plan.restart {
+            let spec = Arc::new(new.services[name].clone());
+            let was_live = self.services.contains_key(name);
+            if !was_live {
+                // It was invalid before: now it can run.
+                self.invalid.remove(name);
+                let enabled = spec.enabled;
+                self.spawn_actor((*spec).clone(), None);
+                if enabled {
+                    self.send(name, Command::Start(None));
+                    report.started.push(name.clone());
+                }
+                continue;
+            }
+            let running = self.services[name].status().state.has_process();
+            self.send(name, Command::Update(spec.clone()));
+            if running || spec.enabled {
+                self.send(name, Command::Restart(None));
+                report.restarted.push(name.clone());
+            } else {
+                report.updated.push(name.clone());
+            }
+        }
+        for name in &plan.update {
+            self.send(name, Command::Update(Arc::new(new.services[name].clone())));
+            report.updated.push(name.clone());
+        }
+        for name in &plan.enable {
+            self.send(name, Command::Update(Arc::new(new.services[name].clone())));
+            self.send(name, Command::Start(None));
+            report.started.push(name.clone());
+        }
+        for name in &plan.disable {
+            self.send(name, Command::Update(Arc::new(new.services[name].clone())));
+            self.send(name, Command::Stop(None));
+            report.stopped.push(name.clone());
+        }
+        report.unchanged.extend(plan.unchanged.iter().cloned());
+        report.unchanged.sort();
+
+        self.invalid = new.invalid.clone();
+        self.config = new;
+        self.publish_registry();
+        self.events.publish("", "reload", None, None, None, summary(&report));
+        Ok(report)
+    }
+
+    /// Asks every service to stop; the receiver fires when all have.
+    fn begin_shutdown(&mut self) -> oneshot::Receiver<()> {
+        self.events.publish("", "orchestrator", None, None, None, "shutting down".into());
+        let mut replies = Vec::new();
+        for h in self.services.values() {
+            let (tx, rx) = oneshot::channel();
+            if h.commands.try_send(Command::Shutdown(Some(tx))).is_ok() {
+                replies.push(rx);
+            }
+        }
+        let timeout = self.config.orchestrator.shutdown_timeout;
+        let handles: Vec<ServiceHandle> = self.services.values().cloned().collect();
+        let (done_tx, done_rx) = oneshot::channel();
+        tokio::spawn(async move {
+            let all = futures_util::future::join_all(replies);
+            tokio::pin!(all);
+            // Each service escalates at its own stop_timeout; this is the
+            // orchestrator-wide bound on top of them.
+            if tokio::time::timeout(timeout + Duration::from_millis(500), &mut all).await.is_err() {
+                tracing::warn!(
+                    "services still running after shutdown_timeout ({}): killing them",
+                    humantime::format_duration(timeout)
+                );
+                for h in &handles {
+                    let _ = h.commands.try_send(Command::Kill);
+                }
+                all.await;
+            }
+            let _ = done_tx.send(());
+        });
+        done_rx
+    }
+
+    fn force_kill(&self, why: &str) {
+        tracing::warn!("{why}: killing every service now");
+        for h in self.services.values() {
+            let _ = h.commands.try_send(Command::Kill);
+        }
+    }
+
+    async fn finish_shutdown(mut self) {
+        let started = Instant::now();
+        // Actors end once their service is stopped.
+        for (name, task) in self.tasks.drain(..) {
+            if let Err(e) = task.await {
+                tracing::error!(service = %name, "service task ended abnormally: {e}");
+            }
+        }
+        // Anything still our child now was orphaned by a service (its
+        // parent died) and re-parented to us: it belongs to nobody.
+        let me = std::process::id();
+        for orphan in blackhole_os::procfs::children_of(me) {
+            if orphan.state != 'Z' {
+                tracing::warn!(pid = orphan.pid, "killing a leftover process ({})", orphan.comm);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(orphan.pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        blackhole_os::spawner::Reaper::global().reap();
+        self.writer.flush().await;
+        tracing::info!("all services stopped in {} ms", started.elapsed().as_millis());
+    }
+}
+
+fn summary(r: &ReloadReport) -> String {
+    format!(
+        "{} started, {} stopped, {} restarted, {} updated in place, {} unchanged",
+        r.started.len(),
+        r.stopped.len(),
+        r.restarted.len(),
+        r.updated.len(),
+        r.unchanged.len()
+    )
+}

@@ -1,0 +1,154 @@
+//! The orchestrator's own log: `tracing`, as text for people or JSON for
+//! machines, with a level that a reload can change.
+//!
+//! Service lines (target `service`) read like `docker compose`:
+//! `2026-11-29T03:32:54.123Z web     | the line`.
+
+use std::fmt;
+use std::io::IsTerminal;
+use std::time::SystemTime;
+
+use blackhole_core::config::{LogFormat, LogLevel};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, reload};
+
+/// Changes the level while running.
+#[derive(Clone)]
+pub struct Telemetry {
+    handle: Option<reload::Handle<EnvFilter, tracing_subscriber::Registry>>,
+}
+
+fn filter(level: LogLevel) -> EnvFilter {
+    // BLACKHOLE_LOG takes full directives for debugging
+    // (`BLACKHOLE_LOG=debug,service=off`).
+    match std::env::var("BLACKHOLE_LOG") {
+        Ok(directives) if !directives.is_empty() => EnvFilter::new(directives),
+        _ => EnvFilter::new(level.as_str()),
+    }
+}
+
+impl Telemetry {
+    /// Installs the global subscriber writing to stderr. Safe to call
+    /// twice (the second call changes nothing), which tests rely on.
+    pub fn init(level: LogLevel, format: LogFormat) -> Telemetry {
+        let (filter_layer, handle) = reload::Layer::new(filter(level));
+        let ansi = std::io::stderr().is_terminal();
+        let result = match format {
+            LogFormat::Json => tracing_subscriber::registry()
+                .with(filter_layer)
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .json()
+                        .flatten_event(true)
+                        .with_current_span(false)
+                        .with_span_list(false)
+                        .with_writer(std::io::stderr),
+                )
+                .try_init(),
+            LogFormat::Text => tracing_subscriber::registry()
+                .with(filter_layer)
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .event_format(TextFormat)
+                        .with_ansi(ansi)
+                        .with_writer(std::io::stderr),
+                )
+                .try_init(),
+        };
+        Telemetry {
+            handle: result.is_ok().then_some(handle),
+        }
+    }
+
+    /// No subscriber (library use, tests).
+    pub fn none() -> Telemetry {
+        Telemetry { handle: None }
+    }
+
+    pub fn set_level(&self, level: LogLevel) {
+        if let Some(h) = &self.handle {
+            match h.reload(filter(level)) {
+                Ok(()) => tracing::info!("log level is now {level}"),
+                Err(e) => tracing::warn!("cannot change the log level: {e}"),
+            }
+        }
+    }
+}
+
+/// Collects the fields the text format shows specially.
+#[derive(Default)]
+struct Fields {
+    message: String,
+    service: Option<String>,
+    rest: String,
+}
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            "message" => self.message.push_str(value),
+            "service" => self.service = Some(value.to_string()),
+            name => self.rest.push_str(&format!(" {name}={value:?}")),
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        match field.name() {
+            "message" => self.message.push_str(&format!("{value:?}")),
+            "service" => self.service = Some(format!("{value:?}").trim_matches('"').to_string()),
+            name => self.rest.push_str(&format!(" {name}={value:?}")),
+        }
+    }
+}
+
+struct TextFormat;
+
+const COLOURS: [u8; 6] = [36, 32, 33, 35, 34, 31];
+
+fn colour_of(name: &str) -> u8 {
+    let h = name.bytes().fold(2166136261u32, |h, b| (h ^ b as u32).wrapping_mul(16777619));
+    COLOURS[h as usize % COLOURS.len()]
+}
+
+impl<S, N> FormatEvent<S, N> for TextFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(&self, _ctx: &FmtContext<'_, S, N>, mut w: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+        let meta = event.metadata();
+        let mut f = Fields::default();
+        event.record(&mut f);
+        let ts = humantime::format_rfc3339_millis(SystemTime::now());
+        let ansi = w.has_ansi_escapes();
+        if meta.target() == crate::logs::ECHO_TARGET {
+            let name = f.service.unwrap_or_default();
+            if ansi {
+                let c = colour_of(&name);
+                let bar = if *meta.level() == tracing::Level::WARN { "\x1b[1m!\x1b[0m" } else { "|" };
+                return writeln!(w, "\x1b[2m{ts}\x1b[0m \x1b[{c}m{name:<12}\x1b[0m {bar} {}", f.message);
+            }
+            let bar = if *meta.level() == tracing::Level::WARN { "!" } else { "|" };
+            return writeln!(w, "{ts} {name:<12} {bar} {}", f.message);
+        }
+        let level = meta.level();
+        let service = f.service.map(|s| format!("{s}: ")).unwrap_or_default();
+        if ansi {
+            let c = match *level {
+                tracing::Level::ERROR => 31,
+                tracing::Level::WARN => 33,
+                tracing::Level::INFO => 32,
+                _ => 34,
+            };
+            writeln!(w, "\x1b[2m{ts}\x1b[0m \x1b[{c}m{level:>5}\x1b[0m {service}{}\x1b[2m{}\x1b[0m", f.message, f.rest)
+        } else {
+            writeln!(w, "{ts} {level:>5} {service}{}{}", f.message, f.rest)
+        }
+    }
+}
