@@ -229,6 +229,9 @@ mod tests {
 
     #[test]
     fn state_is_lowercase() {
-        assert_eq!(serde_json::to_string(&State::Restarting).unwrap(), "\"restarting\"");
+        assert_eq!(
+            serde_json::to_string(&State::Restarting).unwrap(),
+            "\"restarting\""
+        );
     }
 }

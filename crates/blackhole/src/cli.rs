@@ -22,7 +22,13 @@ pub struct Cli {
 #[derive(Args, Debug, Clone)]
 pub struct Global {
     /// Configuration file [default: ./blackhole.toml]
-    #[arg(short = 'c', long = "config", global = true, env = "BLACKHOLE_CONFIG", value_name = "FILE")]
+    #[arg(
+        short = 'c',
+        long = "config",
+        global = true,
+        env = "BLACKHOLE_CONFIG",
+        value_name = "FILE"
+    )]
     pub config: Option<PathBuf>,
     /// Control socket of a running orchestrator (instead of finding it from the config)
     #[arg(long, global = true, env = "BLACKHOLE_SOCKET", value_name = "PATH")]

@@ -56,11 +56,19 @@ impl Client {
 
     /// Sends a request and returns the response, with error statuses
     /// turned into [`ClientError::Api`].
-    pub async fn send(&self, method: Method, path: &str, accept: &str) -> Result<Response<Incoming>, ClientError> {
-        let stream = UnixStream::connect(&self.socket).await.map_err(|e| ClientError::NotRunning {
-            socket: self.socket.clone(),
-            why: e.to_string(),
-        })?;
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        accept: &str,
+    ) -> Result<Response<Incoming>, ClientError> {
+        let stream =
+            UnixStream::connect(&self.socket)
+                .await
+                .map_err(|e| ClientError::NotRunning {
+                    socket: self.socket.clone(),
+                    why: e.to_string(),
+                })?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ClientError::Other(format!("cannot talk to the orchestrator: {e}")))?;
@@ -74,10 +82,9 @@ impl Client {
             .header("accept", accept)
             .body(Empty::<Bytes>::new())
             .map_err(|e| ClientError::Other(e.to_string()))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| ClientError::Other(format!("the orchestrator closed the connection: {e}")))?;
+        let resp = sender.send_request(req).await.map_err(|e| {
+            ClientError::Other(format!("the orchestrator closed the connection: {e}"))
+        })?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -89,12 +96,19 @@ impl Client {
             .map_err(|e| ClientError::Other(e.to_string()))?
             .to_bytes();
         let body: ErrorBody = serde_json::from_slice(&body).unwrap_or_else(|_| {
-            ErrorBody::new("unknown", format!("HTTP {status}: {}", String::from_utf8_lossy(&body)))
+            ErrorBody::new(
+                "unknown",
+                format!("HTTP {status}: {}", String::from_utf8_lossy(&body)),
+            )
         });
         Err(ClientError::Api { body })
     }
 
-    pub async fn json<T: DeserializeOwned>(&self, method: Method, path: &str) -> Result<T, ClientError> {
+    pub async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+    ) -> Result<T, ClientError> {
         let resp = self.send(method, path, "application/json").await?;
         let body = resp
             .into_body()
@@ -102,27 +116,42 @@ impl Client {
             .await
             .map_err(|e| ClientError::Other(e.to_string()))?
             .to_bytes();
-        serde_json::from_slice(&body).map_err(|e| ClientError::Other(format!("unexpected answer from the orchestrator: {e}")))
+        serde_json::from_slice(&body).map_err(|e| {
+            ClientError::Other(format!("unexpected answer from the orchestrator: {e}"))
+        })
     }
 
     /// Calls `each` with every line of a streaming response until it ends.
-    pub async fn lines(&self, path: &str, accept: &str, mut each: impl FnMut(&[u8])) -> Result<(), ClientError> {
+    pub async fn lines(
+        &self,
+        path: &str,
+        accept: &str,
+        each: impl FnMut(&[u8]),
+    ) -> Result<(), ClientError> {
         let resp = self.send(Method::GET, path, accept).await?;
-        let mut body = resp.into_body();
-        let mut partial: Vec<u8> = Vec::new();
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| ClientError::Other(format!("stream ended: {e}")))?;
-            if let Ok(data) = frame.into_data() {
-                partial.extend_from_slice(&data);
-                while let Some(nl) = partial.iter().position(|b| *b == b'\n') {
-                    each(&partial[..nl]);
-                    partial.drain(..=nl);
-                }
+        each_line(resp, each).await
+    }
+}
+
+/// Calls `each` with every line of a response body until it ends.
+pub async fn each_line(
+    resp: Response<Incoming>,
+    mut each: impl FnMut(&[u8]),
+) -> Result<(), ClientError> {
+    let mut body = resp.into_body();
+    let mut partial: Vec<u8> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ClientError::Other(format!("stream ended: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            partial.extend_from_slice(&data);
+            while let Some(nl) = partial.iter().position(|b| *b == b'\n') {
+                each(&partial[..nl]);
+                partial.drain(..=nl);
             }
         }
-        if !partial.is_empty() {
-            each(&partial);
-        }
-        Ok(())
     }
+    if !partial.is_empty() {
+        each(&partial);
+    }
+    Ok(())
 }

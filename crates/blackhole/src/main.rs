@@ -28,16 +28,26 @@ fn main() -> ExitCode {
         None => (PathBuf::from("blackhole.toml"), false),
     };
     let code = match cli.command {
-        Command::Up(args) if args.detach => commands::detach::run(&cli.global, &config, explicit, &args),
+        Command::Up(args) if args.detach => {
+            commands::detach::run(&cli.global, &config, explicit, &args)
+        }
         Command::Up(args) => commands::up(&config, explicit, args),
         Command::Check => commands::check::run(&config, explicit),
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "blackhole", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "blackhole",
+                &mut std::io::stdout(),
+            );
             code::OK
         }
         other => {
             let socket = commands::socket_path(&cli.global, &config, explicit);
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("blackhole: cannot start: {e}");

@@ -40,7 +40,9 @@ pub fn state(s: State, colour: bool) -> String {
 /// A stable colour per service name for log prefixes.
 pub fn name_colour(name: &str) -> &'static str {
     const COLOURS: [&str; 6] = ["36", "32", "33", "35", "34", "31"];
-    let h = name.bytes().fold(2166136261u32, |h, b| (h ^ b as u32).wrapping_mul(16777619));
+    let h = name
+        .bytes()
+        .fold(2166136261u32, |h, b| (h ^ b as u32).wrapping_mul(16777619));
     COLOURS[h as usize % COLOURS.len()]
 }
 
@@ -98,7 +100,13 @@ mod tests {
 
     #[test]
     fn tables_align_ignoring_colour() {
-        let t = table(&["A", "B"], &[vec!["\x1b[32mxx\x1b[0m".into(), "1".into()], vec!["yyyy".into(), "2".into()]]);
+        let t = table(
+            &["A", "B"],
+            &[
+                vec!["\x1b[32mxx\x1b[0m".into(), "1".into()],
+                vec!["yyyy".into(), "2".into()],
+            ],
+        );
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines[0], "A      B");
         assert_eq!(lines[2], "yyyy   2");

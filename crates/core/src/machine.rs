@@ -87,7 +87,10 @@ pub fn transition_allowed(from: State, to: State) -> bool {
             | (Blocked, Starting | Stopped)
             | (Starting, Running | Stopping | Exited | Failed | Restarting)
             | (Running, Stopping | Exited | Failed | Restarting)
-            | (Stopping, Stopped | Starting | Blocked | Exited | Failed | Restarting)
+            | (
+                Stopping,
+                Stopped | Starting | Blocked | Exited | Failed | Restarting
+            )
             | (Restarting, Starting | Blocked | Stopped)
             | (Exited, Starting | Blocked | Stopped)
             | (Failed, Starting | Blocked | Stopped)
@@ -105,7 +108,10 @@ impl fmt::Display for ExitStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ExitStatus::Code(c) => write!(f, "exit code {c}"),
-            ExitStatus::Signal { signal, core_dumped: true } => write!(f, "{signal} (core dumped)"),
+            ExitStatus::Signal {
+                signal,
+                core_dumped: true,
+            } => write!(f, "{signal} (core dumped)"),
             ExitStatus::Signal { signal, .. } => write!(f, "{signal}"),
         }
     }
@@ -160,7 +166,9 @@ impl fmt::Display for EndReason {
             EndReason::OomKilled => f.write_str("oom-killed (memory limit reached)"),
             EndReason::Stopped => f.write_str("stopped by request"),
             EndReason::LivenessFailed(why) => write!(f, "liveness probe failed: {why}"),
-            EndReason::StartTimeout(d) => write!(f, "not ready within {}", humantime::format_duration(*d)),
+            EndReason::StartTimeout(d) => {
+                write!(f, "not ready within {}", humantime::format_duration(*d))
+            }
             EndReason::WatchdogTimeout => f.write_str("watchdog timeout: no WATCHDOG=1 in time"),
             EndReason::SpawnFailed(why) => write!(f, "failed to start: {why}"),
         }
@@ -184,7 +192,9 @@ pub enum Input {
     DepsUnmet(String),
     DepsMet,
     /// The process exists.
-    Spawned { pid: u32 },
+    Spawned {
+        pid: u32,
+    },
     /// No process could be created, or exec failed (and the failed
     /// child is already gone).
     SpawnFailed(String),
@@ -195,7 +205,11 @@ pub enum Input {
     Unhealthy(EndReason),
     /// The main process ended. `group_empty` says whether any other process
     /// of the service remains; `oom` whether the OOM killer ended it.
-    Exited { status: ExitStatus, oom: bool, group_empty: bool },
+    Exited {
+        status: ExitStatus,
+        oom: bool,
+        group_empty: bool,
+    },
     /// No process of the service remains.
     GroupEmpty,
     StopTimedOut,
@@ -340,11 +354,14 @@ impl Machine {
         self.last_error.as_deref()
     }
     pub fn blocked_on(&self) -> Option<&str> {
-        self.blocked_on.as_deref().filter(|_| self.state == State::Blocked)
+        self.blocked_on
+            .as_deref()
+            .filter(|_| self.state == State::Blocked)
     }
     /// The backoff delay chosen when entering `restarting`.
     pub fn next_start_in(&self) -> Option<Duration> {
-        self.next_start_in.filter(|_| self.state == State::Restarting)
+        self.next_start_in
+            .filter(|_| self.state == State::Restarting)
     }
     /// When the current process started.
     pub fn run_started(&self) -> Option<Instant> {
@@ -435,14 +452,17 @@ impl Machine {
             }
             Input::Spawned { pid } => {
                 if self.state != Starting {
-                    fx.push(Effect::Bug(format!("process {pid} spawned while {}", self.state)));
+                    fx.push(Effect::Bug(format!(
+                        "process {pid} spawned while {}",
+                        self.state
+                    )));
                     return;
                 }
                 self.pid = Some(pid);
                 self.run_started = Some(now);
                 self.runs += 1;
                 self.ready = false;
-                        let waits = self.policy.kind == ServiceKind::Oneshot || self.policy.needs_readiness;
+                let waits = self.policy.kind == ServiceKind::Oneshot || self.policy.needs_readiness;
                 if waits {
                     if let Some(t) = self.policy.start_timeout {
                         fx.push(Effect::Arm(Timer::StartTimeout, t));
@@ -489,7 +509,11 @@ impl Machine {
                     self.begin_stop(Then::Outcome(reason), now, fx);
                 }
             }
-            Input::Exited { status, oom, group_empty } => self.on_exit(status, oom, group_empty, now, unit, fx),
+            Input::Exited {
+                status,
+                oom,
+                group_empty,
+            } => self.on_exit(status, oom, group_empty, now, unit, fx),
             Input::GroupEmpty => {
                 if let Some(stop) = &mut self.stop {
                     stop.group_empty = true;
@@ -515,7 +539,15 @@ impl Machine {
         }
     }
 
-    fn on_exit(&mut self, status: ExitStatus, oom: bool, group_empty: bool, now: Instant, unit: f64, fx: &mut Vec<Effect>) {
+    fn on_exit(
+        &mut self,
+        status: ExitStatus,
+        oom: bool,
+        group_empty: bool,
+        now: Instant,
+        unit: f64,
+        fx: &mut Vec<Effect>,
+    ) {
         use State::*;
         self.pid = None;
         self.ready = false;
@@ -614,10 +646,20 @@ impl Machine {
     }
 
     /// A run is over and nothing of it remains: decide by the policy.
-    fn conclude(&mut self, status: Option<ExitStatus>, reason: EndReason, now: Instant, unit: f64, fx: &mut Vec<Effect>) {
-        let ran_for = self.run_started.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+    fn conclude(
+        &mut self,
+        status: Option<ExitStatus>,
+        reason: EndReason,
+        now: Instant,
+        unit: f64,
+        fx: &mut Vec<Effect>,
+    ) {
+        let ran_for = self
+            .run_started
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
         self.run_started = None;
-        let success = matches!(reason, EndReason::Exited(c) if self.policy.success_exit_codes.contains(&c));
+        let success =
+            matches!(reason, EndReason::Exited(c) if self.policy.success_exit_codes.contains(&c));
         if ran_for >= self.policy.restart.reset_after {
             self.failures = 0;
         }
@@ -664,7 +706,10 @@ impl Machine {
     /// Changes state if the table allows it; otherwise reports a bug.
     fn enter(&mut self, to: State, now: Instant, fx: &mut Vec<Effect>) -> bool {
         if !transition_allowed(self.state, to) {
-            fx.push(Effect::Bug(format!("invalid transition {} -> {}", self.state, to)));
+            fx.push(Effect::Bug(format!(
+                "invalid transition {} -> {}",
+                self.state, to
+            )));
             return false;
         }
         if to != State::Stopping {

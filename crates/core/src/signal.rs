@@ -100,7 +100,9 @@ impl FromStr for Signal {
             .iter()
             .find(|(name, _)| *name == full)
             .map(|(_, n)| Signal(*n))
-            .ok_or_else(|| format!("unknown signal `{s}`, expected a name such as SIGTERM or SIGINT"))
+            .ok_or_else(|| {
+                format!("unknown signal `{s}`, expected a name such as SIGTERM or SIGINT")
+            })
     }
 }
 

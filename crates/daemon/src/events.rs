@@ -32,7 +32,15 @@ impl EventBus {
         self.tx.subscribe()
     }
 
-    pub fn publish(&self, service: &str, kind: &str, from: Option<State>, to: Option<State>, pid: Option<u32>, message: String) {
+    pub fn publish(
+        &self,
+        service: &str,
+        kind: &str,
+        from: Option<State>,
+        to: Option<State>,
+        pid: Option<u32>,
+        message: String,
+    ) {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         if self.tx.receiver_count() == 0 {
             return;

@@ -106,7 +106,9 @@ pub fn up(opts: UpOptions) -> i32 {
 /// different folders never share cgroups.
 pub fn instance_name(state_dir: &Path) -> String {
     let full = state_dir.to_string_lossy();
-    let hash = full.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+    let hash = full.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    });
     let parent = state_dir
         .parent()
         .and_then(Path::file_name)
@@ -132,7 +134,8 @@ async fn run(config: Config, source: Source) -> Result<(), String> {
     let lock = state_dir::acquire(&orch.state_dir)?;
 
     // Exits must be collected from the first child on.
-    let mut sigchld = signal(SignalKind::child()).map_err(|e| format!("cannot watch SIGCHLD: {e}"))?;
+    let mut sigchld =
+        signal(SignalKind::child()).map_err(|e| format!("cannot watch SIGCHLD: {e}"))?;
     let reaper = Reaper::global();
     tokio::spawn(async move {
         loop {
@@ -143,7 +146,9 @@ async fn run(config: Config, source: Source) -> Result<(), String> {
         }
     });
     if let Err(e) = blackhole_os::system::become_subreaper() {
-        tracing::warn!("cannot become a child subreaper ({e}): orphaned grandchildren of services will not be reaped here");
+        tracing::warn!(
+            "cannot become a child subreaper ({e}): orphaned grandchildren of services will not be reaped here"
+        );
     }
     let nofile = match blackhole_os::system::raise_nofile_limit() {
         Ok((soft, hard)) => Some((soft, hard)),
@@ -154,7 +159,8 @@ async fn run(config: Config, source: Source) -> Result<(), String> {
     };
 
     let base_rel = PathBuf::from("blackhole").join(instance_name(&orch.state_dir));
-    let (tracking, why) = Tracking::detect(&base_rel, true);
+    let allow_cgroups = orch.cgroups != blackhole_core::config::CgroupMode::Off;
+    let (tracking, why) = Tracking::detect(&base_rel, allow_cgroups);
     tracing::info!("process tracking: {why}");
     if let Some(base) = tracking.base() {
         clean_leftovers(base);
@@ -162,8 +168,11 @@ async fn run(config: Config, source: Source) -> Result<(), String> {
 
     let writer = LogWriter::start(orch.log_dir.clone(), orch.log_max_size, orch.log_max_files)
         .map_err(|e| format!("cannot start the log writer: {e}"))?;
-    let spawner = Spawner::start(reaper).map_err(|e| format!("cannot start the spawning thread: {e}"))?;
-    let tracking_desc = tracking.base().map_or_else(|| "process tree".to_string(), |b| b.display().to_string());
+    let spawner =
+        Spawner::start(reaper).map_err(|e| format!("cannot start the spawning thread: {e}"))?;
+    let tracking_desc = tracking
+        .base()
+        .map_or_else(|| "process tree".to_string(), |b| b.display().to_string());
     let ctx = Arc::new(OsContext {
         spawner,
         tracking: tracking.clone(),
@@ -172,12 +181,21 @@ async fn run(config: Config, source: Source) -> Result<(), String> {
     });
 
     let listener = state_dir::bind_socket(&orch.socket, 0o600)?;
-    let listener = tokio::net::UnixListener::from_std(listener).map_err(|e| format!("control socket: {e}"))?;
+    let listener =
+        tokio::net::UnixListener::from_std(listener).map_err(|e| format!("control socket: {e}"))?;
 
     let events = EventBus::default();
     let (req_tx, req_rx) = mpsc::channel(256);
     let config_file = config.file.as_ref().map(|p| p.display().to_string());
-    let (supervisor, registry) = Supervisor::new(config, source, ctx, writer, events.clone(), req_rx, telemetry);
+    let (supervisor, registry) = Supervisor::new(
+        config,
+        source,
+        ctx,
+        writer,
+        events.clone(),
+        req_rx,
+        telemetry,
+    );
     let server = tokio::spawn(control::serve(
         listener,
         control::AppState {
@@ -195,7 +213,10 @@ async fn run(config: Config, source: Source) -> Result<(), String> {
         std::process::id(),
         orch.socket.display()
     );
-    let result = supervisor.run().await.map_err(|e| format!("signal handling failed: {e}"));
+    let result = supervisor
+        .run()
+        .await
+        .map_err(|e| format!("signal handling failed: {e}"));
     server.abort();
     let _ = std::fs::remove_file(&orch.socket);
     if let Some(base) = tracking.base() {
@@ -210,7 +231,9 @@ async fn run(config: Config, source: Source) -> Result<(), String> {
 /// cgroups (it was SIGKILLed, or the machine lost power), so that no
 /// service ever runs twice.
 fn clean_leftovers(base: &Path) {
-    let Ok(dir) = std::fs::read_dir(base) else { return };
+    let Ok(dir) = std::fs::read_dir(base) else {
+        return;
+    };
     for entry in dir.flatten() {
         if !entry.file_type().is_ok_and(|t| t.is_dir()) {
             continue;

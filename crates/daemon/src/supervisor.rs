@@ -30,7 +30,7 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub details: Vec<String>,
-    pub status: Option<ServiceStatus>,
+    pub status: Option<Box<ServiceStatus>>,
 }
 
 impl ApiError {
@@ -79,14 +79,14 @@ pub struct Registry {
 pub enum Entry {
     Live(ServiceHandle),
     /// Configured but invalid: shown, never run.
-    Invalid(ServiceStatus),
+    Invalid(Box<ServiceStatus>),
 }
 
 impl Entry {
     pub fn status(&self) -> ServiceStatus {
         match self {
             Entry::Live(h) => h.status(),
-            Entry::Invalid(s) => s.clone(),
+            Entry::Invalid(s) => (**s).clone(),
         }
     }
 }
@@ -151,11 +151,22 @@ impl Supervisor {
         let name = spec.name.clone();
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let log = log.unwrap_or_else(|| {
-            ServiceLog::new(&name, self.writer.clone(), self.config.orchestrator.log_service_output)
+            ServiceLog::new(
+                &name,
+                self.writer.clone(),
+                self.config.orchestrator.log_service_output,
+            )
         });
         let procs = OsProcesses::new(self.ctx.clone(), &name);
         let limits = (spec.log_max_size, spec.log_max_files);
-        let (actor, snapshot) = Actor::new(Arc::new(spec), procs, rx, self.events.clone(), log.clone(), self.clock);
+        let (actor, snapshot) = Actor::new(
+            Arc::new(spec),
+            procs,
+            rx,
+            self.events.clone(),
+            log.clone(),
+            self.clock,
+        );
         let writer = self.writer.clone();
         let task_name = name.clone();
         let task = tokio::spawn(async move {
@@ -181,7 +192,7 @@ impl Supervisor {
         for (name, error) in &self.invalid {
             services.insert(
                 name.clone(),
-                Entry::Invalid(crate::service::invalid_status(name, error)),
+                Entry::Invalid(Box::new(crate::service::invalid_status(name, error))),
             );
         }
         self.registry.send_replace(Arc::new(Registry { services }));
@@ -263,12 +274,11 @@ impl Supervisor {
                         };
                         let _ = reply.send(result);
                     }
-                    Some(Request::Shutdown) => {
-                        if stopping.is_none() {
-                            tracing::info!("shutdown requested through the API");
-                            stopping = Some(self.begin_shutdown());
-                        }
+                    Some(Request::Shutdown) if stopping.is_none() => {
+                        tracing::info!("shutdown requested through the API");
+                        stopping = Some(self.begin_shutdown());
                     }
+                    Some(Request::Shutdown) => {}
                     None => {}
                 },
                 _ = async { stopping.as_mut().expect("guarded").await }, if stopping.is_some() => break,
@@ -278,7 +288,11 @@ impl Supervisor {
         Ok(())
     }
 
-    fn action(&mut self, name: &str, action: Action) -> Result<oneshot::Receiver<Outcome>, ApiError> {
+    fn action(
+        &mut self,
+        name: &str,
+        action: Action,
+    ) -> Result<oneshot::Receiver<Outcome>, ApiError> {
         if let Some(error) = self.invalid.get(name) {
             return Err(ApiError::new(
                 409,
@@ -286,30 +300,44 @@ impl Supervisor {
                 format!("service `{name}` has an invalid configuration and cannot run: {error}"),
             ));
         }
-        let handle = self.services.get(name).ok_or_else(|| ApiError::not_found(name))?;
+        let handle = self
+            .services
+            .get(name)
+            .ok_or_else(|| ApiError::not_found(name))?;
         let (tx, rx) = oneshot::channel();
         let cmd = match action {
             Action::Start => Command::Start(Some(tx)),
             Action::Stop => Command::Stop(Some(tx)),
             Action::Restart => Command::Restart(Some(tx)),
         };
-        handle
-            .commands
-            .try_send(cmd)
-            .map_err(|_| ApiError::new(503, codes::UNAVAILABLE, format!("service `{name}` is busy; try again")))?;
+        handle.commands.try_send(cmd).map_err(|_| {
+            ApiError::new(
+                503,
+                codes::UNAVAILABLE,
+                format!("service `{name}` is busy; try again"),
+            )
+        })?;
         Ok(rx)
     }
 
     /// Re-reads the configuration and applies the difference, or changes
     /// nothing and says why.
     fn reload(&mut self) -> Result<ReloadReport, ApiError> {
-        let loaded = config::load(&self.source.path, self.source.explicit, &self.source.options, &FsDiscovery);
+        let loaded = config::load(
+            &self.source.path,
+            self.source.explicit,
+            &self.source.options,
+            &FsDiscovery,
+        );
         let errors: Vec<String> = loaded.errors().map(|d| d.short()).collect();
         let Some(new) = loaded.config.filter(|_| errors.is_empty()) else {
             let mut e = ApiError::new(
                 422,
                 codes::INVALID_CONFIG,
-                format!("the configuration has {} error(s); nothing was changed", errors.len()),
+                format!(
+                    "the configuration has {} error(s); nothing was changed",
+                    errors.len()
+                ),
             );
             for line in &errors {
                 tracing::error!("reload: {line}");
@@ -341,9 +369,9 @@ impl Supervisor {
             ("log_format", old_orch.log_format != new_orch.log_format),
         ] {
             if changed {
-                report
-                    .warnings
-                    .push(format!("[orchestrator] {what} changed: restart the orchestrator to apply it"));
+                report.warnings.push(format!(
+                    "[orchestrator] {what} changed: restart the orchestrator to apply it"
+                ));
             }
         }
 
@@ -408,13 +436,15 @@ impl Supervisor {
         self.invalid = new.invalid.clone();
         self.config = new;
         self.publish_registry();
-        self.events.publish("", "reload", None, None, None, summary(&report));
+        self.events
+            .publish("", "reload", None, None, None, summary(&report));
         Ok(report)
     }
 
     /// Asks every service to stop; the receiver fires when all have.
     fn begin_shutdown(&mut self) -> oneshot::Receiver<()> {
-        self.events.publish("", "orchestrator", None, None, None, "shutting down".into());
+        self.events
+            .publish("", "orchestrator", None, None, None, "shutting down".into());
         let mut replies = Vec::new();
         for h in self.services.values() {
             let (tx, rx) = oneshot::channel();
@@ -430,7 +460,10 @@ impl Supervisor {
             tokio::pin!(all);
             // Each service escalates at its own stop_timeout; this is the
             // orchestrator-wide bound on top of them.
-            if tokio::time::timeout(timeout + Duration::from_millis(500), &mut all).await.is_err() {
+            if tokio::time::timeout(timeout + Duration::from_millis(500), &mut all)
+                .await
+                .is_err()
+            {
                 tracing::warn!(
                     "services still running after shutdown_timeout ({}): killing them",
                     humantime::format_duration(timeout)
@@ -465,7 +498,11 @@ impl Supervisor {
         let me = std::process::id();
         for orphan in blackhole_os::procfs::children_of(me) {
             if orphan.state != 'Z' {
-                tracing::warn!(pid = orphan.pid, "killing a leftover process ({})", orphan.comm);
+                tracing::warn!(
+                    pid = orphan.pid,
+                    "killing a leftover process ({})",
+                    orphan.comm
+                );
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(orphan.pid),
                     nix::sys::signal::Signal::SIGKILL,
@@ -474,7 +511,10 @@ impl Supervisor {
         }
         blackhole_os::spawner::Reaper::global().reap();
         self.writer.flush().await;
-        tracing::info!("all services stopped in {} ms", started.elapsed().as_millis());
+        tracing::info!(
+            "all services stopped in {} ms",
+            started.elapsed().as_millis()
+        );
     }
 }
 

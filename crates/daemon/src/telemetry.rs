@@ -73,9 +73,10 @@ impl Telemetry {
 
     pub fn set_level(&self, level: LogLevel) {
         if let Some(h) = &self.handle {
-            match h.reload(filter(level)) {
-                Ok(()) => tracing::info!("log level is now {level}"),
-                Err(e) => tracing::warn!("cannot change the log level: {e}"),
+            // Said before the change, so that it shows at any new level.
+            tracing::info!("log level changes to {level}");
+            if let Err(e) = h.reload(filter(level)) {
+                tracing::warn!("cannot change the log level: {e}");
             }
         }
     }
@@ -112,7 +113,9 @@ struct TextFormat;
 const COLOURS: [u8; 6] = [36, 32, 33, 35, 34, 31];
 
 fn colour_of(name: &str) -> u8 {
-    let h = name.bytes().fold(2166136261u32, |h, b| (h ^ b as u32).wrapping_mul(16777619));
+    let h = name
+        .bytes()
+        .fold(2166136261u32, |h, b| (h ^ b as u32).wrapping_mul(16777619));
     COLOURS[h as usize % COLOURS.len()]
 }
 
@@ -121,7 +124,12 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, _ctx: &FmtContext<'_, S, N>, mut w: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut w: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
         let meta = event.metadata();
         let mut f = Fields::default();
         event.record(&mut f);
@@ -131,10 +139,22 @@ where
             let name = f.service.unwrap_or_default();
             if ansi {
                 let c = colour_of(&name);
-                let bar = if *meta.level() == tracing::Level::WARN { "\x1b[1m!\x1b[0m" } else { "|" };
-                return writeln!(w, "\x1b[2m{ts}\x1b[0m \x1b[{c}m{name:<12}\x1b[0m {bar} {}", f.message);
+                let bar = if *meta.level() == tracing::Level::WARN {
+                    "\x1b[1m!\x1b[0m"
+                } else {
+                    "|"
+                };
+                return writeln!(
+                    w,
+                    "\x1b[2m{ts}\x1b[0m \x1b[{c}m{name:<12}\x1b[0m {bar} {}",
+                    f.message
+                );
             }
-            let bar = if *meta.level() == tracing::Level::WARN { "!" } else { "|" };
+            let bar = if *meta.level() == tracing::Level::WARN {
+                "!"
+            } else {
+                "|"
+            };
             return writeln!(w, "{ts} {name:<12} {bar} {}", f.message);
         }
         let level = meta.level();
@@ -146,7 +166,11 @@ where
                 tracing::Level::INFO => 32,
                 _ => 34,
             };
-            writeln!(w, "\x1b[2m{ts}\x1b[0m \x1b[{c}m{level:>5}\x1b[0m {service}{}\x1b[2m{}\x1b[0m", f.message, f.rest)
+            writeln!(
+                w,
+                "\x1b[2m{ts}\x1b[0m \x1b[{c}m{level:>5}\x1b[0m {service}{}\x1b[2m{}\x1b[0m",
+                f.message, f.rest
+            )
         } else {
             writeln!(w, "{ts} {level:>5} {service}{}{}", f.message, f.rest)
         }

@@ -67,7 +67,10 @@ pub fn snapshot() -> Vec<Stat> {
 
 /// Direct children of `pid`.
 pub fn children_of(pid: u32) -> Vec<Stat> {
-    snapshot().into_iter().filter(|s| s.ppid == pid as i32).collect()
+    snapshot()
+        .into_iter()
+        .filter(|s| s.ppid == pid as i32)
+        .collect()
 }
 
 /// Whether a process exists and is not a zombie.
@@ -105,7 +108,10 @@ mod tests {
         assert_eq!(s.pid, 1234);
         assert_eq!(s.comm, "a (b) c");
         assert_eq!((s.state, s.ppid, s.pgrp, s.session), ('S', 1, 1234, 1234));
-        assert_eq!((s.utime, s.stime, s.starttime, s.rss_pages), (7, 3, 5555, 42));
+        assert_eq!(
+            (s.utime, s.stime, s.starttime, s.rss_pages),
+            (7, 3, 5555, 42)
+        );
     }
 
     #[test]

@@ -127,9 +127,22 @@ pub enum Stage {
 impl Stage {
     fn from_u32(v: u32) -> Option<Stage> {
         use Stage::*;
-        [Cgroup, Session, ParentDeath, Rlimit, Stdio, Chdir, Groups, Gid, Uid, NoNewPrivs, Signals, Exec]
-            .into_iter()
-            .find(|s| *s as u32 == v)
+        [
+            Cgroup,
+            Session,
+            ParentDeath,
+            Rlimit,
+            Stdio,
+            Chdir,
+            Groups,
+            Gid,
+            Uid,
+            NoNewPrivs,
+            Signals,
+            Exec,
+        ]
+        .into_iter()
+        .find(|s| *s as u32 == v)
     }
 
     fn describe(self) -> &'static str {
@@ -159,7 +172,11 @@ pub enum SpawnError {
         source: std::io::Error,
     },
     #[error("{}: cannot {}: {}", program, stage.describe(), std::io::Error::from_raw_os_error(*errno))]
-    Child { program: String, stage: Stage, errno: i32 },
+    Child {
+        program: String,
+        stage: Stage,
+        errno: i32,
+    },
 }
 
 impl SpawnError {
@@ -234,12 +251,18 @@ struct Prepared<'a> {
 
 impl fmt::Debug for Prepared<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Prepared").field("plan", &self.plan).finish()
+        f.debug_struct("Prepared")
+            .field("plan", &self.plan)
+            .finish()
     }
 }
 
 fn null_terminated(strings: &[CString]) -> Vec<*const c_char> {
-    strings.iter().map(|s| s.as_ptr()).chain(std::iter::once(std::ptr::null())).collect()
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
 }
 
 fn setup_err(what: &'static str) -> impl FnOnce(nix::errno::Errno) -> SpawnError {
@@ -274,7 +297,13 @@ pub fn spawn(plan: &SpawnPlan) -> Result<Spawned, SpawnError> {
     // source that happens to sit on a target slot (fd 1 when the
     // orchestrator was started with stdout closed) is not overwritten
     // before it is used.
-    let highest_target = plan.extra_fds.iter().map(|(_, t)| *t).max().unwrap_or(2).max(2);
+    let highest_target = plan
+        .extra_fds
+        .iter()
+        .map(|(_, t)| *t)
+        .max()
+        .unwrap_or(2)
+        .max(2);
     let floor = highest_target + 1;
     let mut moved: Vec<OwnedFd> = Vec::new();
     let mut fds = Vec::new();
@@ -326,7 +355,11 @@ pub fn spawn(plan: &SpawnPlan) -> Result<Spawned, SpawnError> {
         });
     }
     if pid == 0 {
-        child_main(&prepared, status_w.as_raw_fd(), plan.output == Output::Discard);
+        child_main(
+            &prepared,
+            status_w.as_raw_fd(),
+            plan.output == Output::Discard,
+        );
     }
     drop(moved);
     drop(out_w);
@@ -541,7 +574,10 @@ mod tests {
         plan.cwd = Some(cs("/nonexistent/dir"));
         let (spawned, exit) = reaper.spawn_and_watch(&plan).unwrap();
         let err = read_exec_status("sh", &spawned.exec_status).unwrap_err();
-        assert!(err.to_string().contains("cannot enter its data directory"), "{err}");
+        assert!(
+            err.to_string().contains("cannot enter its data directory"),
+            "{err}"
+        );
         reaper.wait_blocking(exit);
     }
 
@@ -550,14 +586,23 @@ mod tests {
         let reaper = Reaper::global();
         // SIGPIPE must be default (not ignored as in the Rust parent):
         // `yes | head -1` then ends normally.
-        let plan = sh("ps -o sid= -o pgid= -p $$; yes | head -1 >/dev/null; grep -E '^SigIgn' /proc/self/status");
+        let plan = sh(
+            "ps -o sid= -o pgid= -p $$; yes | head -1 >/dev/null; grep -E '^SigIgn' /proc/self/status",
+        );
         let (spawned, exit) = reaper.spawn_and_watch(&plan).unwrap();
         let out = read_all(spawned.stdout.unwrap());
         let pid = spawned.pid.to_string();
         let mut lines = out.lines();
         let ids: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
-        assert_eq!(ids, [pid.as_str(), pid.as_str()], "sid and pgid are the child's pid");
-        assert_eq!(lines.next().unwrap().split_whitespace().nth(1), Some("0000000000000000"));
+        assert_eq!(
+            ids,
+            [pid.as_str(), pid.as_str()],
+            "sid and pgid are the child's pid"
+        );
+        assert_eq!(
+            lines.next().unwrap().split_whitespace().nth(1),
+            Some("0000000000000000")
+        );
         assert_eq!(reaper.wait_blocking(exit), crate::ExitStatus::Code(0));
     }
 

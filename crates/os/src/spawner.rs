@@ -70,23 +70,24 @@ impl Reaper {
         {
             let mut waiting = self.lock();
             loop {
-                let (pid, status) = match waitpid(None, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
-                    Ok(WaitStatus::Exited(pid, code)) => (pid, ExitStatus::Code(code)),
-                    Ok(WaitStatus::Signaled(pid, sig, core_dumped)) => (
-                        pid,
-                        ExitStatus::Signal {
-                            signal: Signal::from_number(sig as i32).unwrap_or(Signal::KILL),
-                            core_dumped,
-                        },
-                    ),
-                    Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
-                    Ok(_) => continue,
-                    Err(Errno::EINTR) => continue,
-                    Err(e) => {
-                        tracing::error!("waitpid failed: {e}");
-                        break;
-                    }
-                };
+                let (pid, status) =
+                    match waitpid(None, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
+                        Ok(WaitStatus::Exited(pid, code)) => (pid, ExitStatus::Code(code)),
+                        Ok(WaitStatus::Signaled(pid, sig, core_dumped)) => (
+                            pid,
+                            ExitStatus::Signal {
+                                signal: Signal::from_number(sig as i32).unwrap_or(Signal::KILL),
+                                core_dumped,
+                            },
+                        ),
+                        Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
+                        Ok(_) => continue,
+                        Err(Errno::EINTR) => continue,
+                        Err(e) => {
+                            tracing::error!("waitpid failed: {e}");
+                            break;
+                        }
+                    };
                 match waiting.remove(&pid.as_raw()) {
                     Some(callback) => done.push((callback, status)),
                     None => {
@@ -110,7 +111,10 @@ impl Reaper {
 
     /// Spawns and returns a receiver for the exit status (for code without
     /// a runtime, and tests).
-    pub fn spawn_and_watch(&self, plan: &SpawnPlan) -> Result<(Spawned, mpsc::Receiver<ExitStatus>), SpawnError> {
+    pub fn spawn_and_watch(
+        &self,
+        plan: &SpawnPlan,
+    ) -> Result<(Spawned, mpsc::Receiver<ExitStatus>), SpawnError> {
         let (tx, rx) = mpsc::channel();
         let spawned = self.spawn(
             plan,
@@ -130,7 +134,10 @@ impl Reaper {
             if let Ok(status) = rx.recv_timeout(Duration::from_millis(5)) {
                 return status;
             }
-            assert!(Instant::now() < deadline, "process did not exit within 60 s");
+            assert!(
+                Instant::now() < deadline,
+                "process did not exit within 60 s"
+            );
         }
     }
 }
@@ -172,7 +179,11 @@ impl Spawner {
 
     /// Queues a spawn; `reply` runs on the spawning thread with the result.
     pub fn submit(&self, plan: SpawnPlan, on_exit: ExitCallback, reply: Reply) {
-        if let Err(mpsc::SendError(job)) = self.jobs.send(Job { plan, on_exit, reply }) {
+        if let Err(mpsc::SendError(job)) = self.jobs.send(Job {
+            plan,
+            on_exit,
+            reply,
+        }) {
             (job.reply)(Err(SpawnError::Setup {
                 what: "reach the spawning thread",
                 source: std::io::Error::other("the spawning thread is gone"),
@@ -200,7 +211,10 @@ mod tests {
         let script = "sh -c 'sleep 0.05' & exit 0";
         let mut plan = SpawnPlan::new(
             CString::new("/bin/sh").unwrap(),
-            ["sh", "-c", script].iter().map(|s| CString::new(*s).unwrap()).collect(),
+            ["sh", "-c", script]
+                .iter()
+                .map(|s| CString::new(*s).unwrap())
+                .collect(),
         );
         plan.output = crate::spawn::Output::Discard;
         let (spawned, rx) = reaper.spawn_and_watch(&plan).unwrap();

@@ -43,11 +43,23 @@ pub fn run(config: &Path, explicit: bool) -> u8 {
         ]);
     }
     for (name, error) in &c.invalid {
-        rows.push(vec![name.clone(), "INVALID".into(), "-".into(), error.clone(), "-".into()]);
+        rows.push(vec![
+            name.clone(),
+            "INVALID".into(),
+            "-".into(),
+            error.clone(),
+            "-".into(),
+        ]);
     }
-    print!("{}", table(&["NAME", "ENABLED", "RESTART", "BINARY", "ORIGIN"], &rows));
+    print!(
+        "{}",
+        table(&["NAME", "ENABLED", "RESTART", "BINARY", "ORIGIN"], &rows)
+    );
     let errors = loaded.errors().count();
     let warnings = loaded.diagnostics.len() - errors;
-    println!("\n{} services, {errors} error(s), {warnings} warning(s)", c.services.len() + c.invalid.len());
+    println!(
+        "\n{} services, {errors} error(s), {warnings} warning(s)",
+        c.services.len() + c.invalid.len()
+    );
     if errors > 0 { code::FAILED } else { code::OK }
 }

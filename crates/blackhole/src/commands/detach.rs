@@ -65,7 +65,10 @@ pub fn run(global: &Global, config_path: &Path, explicit: bool, args: &UpArgs) -
             return code::FAILED;
         }
     };
-    cmd.stdin(Stdio::null()).stdout(log).stderr(stderr).process_group(0);
+    cmd.stdin(Stdio::null())
+        .stdout(log)
+        .stderr(stderr)
+        .process_group(0);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -74,7 +77,10 @@ pub fn run(global: &Global, config_path: &Path, explicit: bool, args: &UpArgs) -
         }
     };
     let socket = super::socket_path(global, config_path, explicit);
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("blackhole: {e}");
@@ -94,16 +100,25 @@ pub fn run(global: &Global, config_path: &Path, explicit: bool, args: &UpArgs) -
             }
             return code::FAILED;
         }
-        let healthy = runtime.block_on(client.json::<blackhole_api::Health>(hyper::Method::GET, "/v1/health"));
+        let healthy = runtime
+            .block_on(client.json::<blackhole_api::Health>(hyper::Method::GET, "/v1/health"));
         if let Ok(h) = healthy
             && h.pid == child.id()
         {
-            println!("blackhole is up (pid {}); control socket {}", h.pid, socket.display());
+            println!(
+                "blackhole is up (pid {}); control socket {}",
+                h.pid,
+                socket.display()
+            );
             println!("its log: {}", log_path.display());
             return code::OK;
         }
         if Instant::now() > deadline {
-            eprintln!("blackhole: the orchestrator did not answer on {} within 30 s; see {}", socket.display(), log_path.display());
+            eprintln!(
+                "blackhole: the orchestrator did not answer on {} within 30 s; see {}",
+                socket.display(),
+                log_path.display()
+            );
             return code::FAILED;
         }
         std::thread::sleep(Duration::from_millis(20));

@@ -18,7 +18,11 @@ pub async fn run(client: &Client, args: EventsArgs) -> Result<u8, ClientError> {
                     (Some(f), Some(t)) => format!("{f} -> {t}"),
                     _ => e.kind.clone(),
                 };
-                let who = if e.service.is_empty() { "*" } else { &e.service };
+                let who = if e.service.is_empty() {
+                    "*"
+                } else {
+                    &e.service
+                };
                 println!("{} {who} {change}: {}", e.time, e.message);
             }
         })

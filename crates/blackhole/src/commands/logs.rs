@@ -16,11 +16,24 @@ pub async fn run(client: &Client, args: LogsArgs) -> Result<u8, ClientError> {
         query.push("follow=true".into());
     }
     if !args.names.is_empty() {
-        query.push(format!("service={}", args.names.iter().map(|n| encode(n)).collect::<Vec<_>>().join(",")));
+        query.push(format!(
+            "service={}",
+            args.names
+                .iter()
+                .map(|n| encode(n))
+                .collect::<Vec<_>>()
+                .join(",")
+        ));
     }
     let path = format!("/v1/logs?{}", query.join("&"));
     let colour = render::colour_enabled();
-    let width = args.names.iter().map(String::len).max().unwrap_or(12).max(4);
+    let width = args
+        .names
+        .iter()
+        .map(String::len)
+        .max()
+        .unwrap_or(12)
+        .max(4);
     let stdout = std::io::stdout();
     let mut result = Ok(());
     client
@@ -32,10 +45,16 @@ pub async fn run(client: &Client, args: LogsArgs) -> Result<u8, ClientError> {
                 return;
             }
             let Ok(line) = serde_json::from_slice::<LogLine>(raw) else {
-                result = Err(ClientError::Other("unexpected log record from the orchestrator".into()));
+                result = Err(ClientError::Other(
+                    "unexpected log record from the orchestrator".into(),
+                ));
                 return;
             };
-            let text = if line.stream == "blackhole" { format!("[{}]", line.line) } else { line.line };
+            let text = if line.stream == "blackhole" {
+                format!("[{}]", line.line)
+            } else {
+                line.line
+            };
             let written = if args.no_prefix {
                 writeln!(out, "{text}")
             } else if colour {

@@ -17,11 +17,22 @@ pub async fn act(client: &Client, verb: &str, targets: Targets) -> Result<u8, Cl
     } else {
         targets.names
     };
-    let timeout = humantime::format_duration(targets.timeout).to_string().replace(' ', "");
+    let timeout = humantime::format_duration(targets.timeout)
+        .to_string()
+        .replace(' ', "");
     let colour = render::colour_enabled();
     let requests = names.iter().map(|name| {
-        let path = format!("/v1/services/{}/{verb}?timeout={}", encode(name), encode(&timeout));
-        async move { (name, client.json::<ServiceStatus>(Method::POST, &path).await) }
+        let path = format!(
+            "/v1/services/{}/{verb}?timeout={}",
+            encode(name),
+            encode(&timeout)
+        );
+        async move {
+            (
+                name,
+                client.json::<ServiceStatus>(Method::POST, &path).await,
+            )
+        }
     });
     let mut failed = false;
     for (name, result) in futures_util::future::join_all(requests).await {
@@ -41,7 +52,10 @@ pub async fn act(client: &Client, verb: &str, targets: Targets) -> Result<u8, Cl
 }
 
 pub async fn reload(client: &Client) -> Result<u8, ClientError> {
-    match client.json::<ReloadReport>(Method::POST, "/v1/reload").await {
+    match client
+        .json::<ReloadReport>(Method::POST, "/v1/reload")
+        .await
+    {
         Ok(r) => {
             for w in &r.warnings {
                 eprintln!("warning: {w}");
@@ -71,32 +85,23 @@ pub async fn reload(client: &Client) -> Result<u8, ClientError> {
 
 /// Asks for shutdown and follows the events until the orchestrator is gone.
 pub async fn down(client: &Client) -> Result<u8, ClientError> {
-    // Subscribe first so that no state change is missed.
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
-    let watch = async {
-        let mut ready = Some(ready_tx);
-        let result = client
-            .lines("/v1/events", "application/x-ndjson", |line| {
-                if let Ok(e) = serde_json::from_slice::<Event>(line)
-                    && let (Some(to), false) = (e.to, e.service.is_empty())
-                {
-                    println!("{}: {}", e.service, to);
-                }
-            })
-            .await;
-        drop(ready.take());
-        result
-    };
-    let ask = async {
-        // Give the event stream a moment to be established.
-        let _ = tokio::time::timeout(std::time::Duration::from_millis(200), ready_rx).await;
-        client.send(Method::POST, "/v1/shutdown", "application/json").await
-    };
-    let (watched, asked) = tokio::join!(watch, ask);
-    asked?;
+    // Subscribed once the response headers are here: no change is missed.
+    let events = client
+        .send(Method::GET, "/v1/events", "application/x-ndjson")
+        .await?;
+    client
+        .send(Method::POST, "/v1/shutdown", "application/json")
+        .await?;
     // The stream ends when the orchestrator exits; a broken stream is the
     // same thing seen from here.
-    let _ = watched;
+    let _ = crate::client::each_line(events, |line| {
+        if let Ok(e) = serde_json::from_slice::<Event>(line)
+            && let (Some(to), false) = (e.to, e.service.is_empty())
+        {
+            println!("{}: {}", e.service, to);
+        }
+    })
+    .await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while client.socket().exists() && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;

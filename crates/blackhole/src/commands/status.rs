@@ -11,16 +11,26 @@ use crate::render::{self, table};
 
 pub async fn run(client: &Client, args: StatusArgs) -> Result<u8, ClientError> {
     let services: Vec<ServiceStatus> = if args.names.is_empty() {
-        client.json::<ServiceList>(Method::GET, "/v1/services").await?.services
+        client
+            .json::<ServiceList>(Method::GET, "/v1/services")
+            .await?
+            .services
     } else {
         let mut out = Vec::new();
         for name in &args.names {
-            out.push(client.json(Method::GET, &format!("/v1/services/{}", encode(name))).await?);
+            out.push(
+                client
+                    .json(Method::GET, &format!("/v1/services/{}", encode(name)))
+                    .await?,
+            );
         }
         out
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&ServiceList { services }).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&ServiceList { services }).unwrap_or_default()
+        );
         return Ok(code::OK);
     }
     let colour = render::colour_enabled();
@@ -49,7 +59,18 @@ pub async fn run(client: &Client, args: StatusArgs) -> Result<u8, ClientError> {
         .collect();
     print!(
         "{}",
-        table(&["NAME", "STATE", "PID", "UPTIME", "RESTARTS", "LAST EXIT", "NOTE"], &rows)
+        table(
+            &[
+                "NAME",
+                "STATE",
+                "PID",
+                "UPTIME",
+                "RESTARTS",
+                "LAST EXIT",
+                "NOTE"
+            ],
+            &rows
+        )
     );
     Ok(code::OK)
 }

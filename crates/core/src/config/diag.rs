@@ -30,7 +30,7 @@ pub struct Diagnostic {
     pub severity: Severity,
     pub service: Option<String>,
     pub message: String,
-    pub location: Option<Location>,
+    pub location: Option<Box<Location>>,
     /// A path the diagnostic is about when it is not about the config text
     /// (a binary, a services folder).
     pub path: Option<PathBuf>,
@@ -72,7 +72,7 @@ impl Diagnostic {
     }
 
     pub fn at(mut self, source: &SourceText, span: Option<Range<usize>>) -> Self {
-        self.location = span.and_then(|s| source.locate(s));
+        self.location = span.and_then(|s| source.locate(s)).map(Box::new);
         self
     }
 
@@ -84,7 +84,12 @@ impl Diagnostic {
     pub fn short(&self) -> String {
         let mut out = String::new();
         if let Some(loc) = &self.location {
-            out.push_str(&format!("{}:{}:{}: ", loc.file.display(), loc.line, loc.column));
+            out.push_str(&format!(
+                "{}:{}:{}: ",
+                loc.file.display(),
+                loc.line,
+                loc.column
+            ));
         } else if let Some(path) = &self.path {
             out.push_str(&format!("{}: ", path.display()));
         }
@@ -120,7 +125,13 @@ impl fmt::Display for Diagnostic {
         if let Some(loc) = &self.location {
             let num = loc.line.to_string();
             let pad = " ".repeat(num.len());
-            write!(f, "\n{pad}--> {}:{}:{}", loc.file.display(), loc.line, loc.column)?;
+            write!(
+                f,
+                "\n{pad}--> {}:{}:{}",
+                loc.file.display(),
+                loc.line,
+                loc.column
+            )?;
             write!(f, "\n{pad} |\n{num} | {}", loc.source_line)?;
             write!(
                 f,
@@ -166,10 +177,14 @@ impl SourceText {
             return None;
         }
         let line_start = self.text[..start].rfind('\n').map_or(0, |i| i + 1);
-        let line_end = self.text[start..].find('\n').map_or(self.text.len(), |i| start + i);
+        let line_end = self.text[start..]
+            .find('\n')
+            .map_or(self.text.len(), |i| start + i);
         let line = self.text[..start].matches('\n').count() + 1;
         let column = self.text[line_start..start].chars().count() + 1;
-        let source_line = self.text[line_start..line_end].trim_end_matches('\r').to_string();
+        let source_line = self.text[line_start..line_end]
+            .trim_end_matches('\r')
+            .to_string();
         let width = self.text[start..end.min(line_end)].chars().count();
         Some(Location {
             file: self.file.clone(),

@@ -55,7 +55,8 @@ impl Discover for FsDiscovery {
             let Ok(name) = entry.file_name().into_string() else {
                 out.skipped.push((
                     String::new(),
-                    Diagnostic::warning("folder name is not valid UTF-8; skipped").path(entry.path()),
+                    Diagnostic::warning("folder name is not valid UTF-8; skipped")
+                        .path(entry.path()),
                 ));
                 continue;
             };
@@ -65,7 +66,9 @@ impl Discover for FsDiscovery {
             }
             match entry.file_type() {
                 Ok(t) if t.is_dir() => names.push((name, entry.path())),
-                Ok(t) if t.is_symlink() && entry.path().is_dir() => names.push((name, entry.path())),
+                Ok(t) if t.is_symlink() && entry.path().is_dir() => {
+                    names.push((name, entry.path()))
+                }
                 _ => {}
             }
         }
@@ -74,7 +77,8 @@ impl Discover for FsDiscovery {
             if let Err(why) = validate_service_name(&name) {
                 out.skipped.push((
                     name.clone(),
-                    Diagnostic::warning(format!("folder is not a valid service name: {why}")).path(&folder),
+                    Diagnostic::warning(format!("folder is not a valid service name: {why}"))
+                        .path(&folder),
                 ));
                 continue;
             }
@@ -110,13 +114,19 @@ pub fn check_executable(path: &Path) -> Result<(), Diagnostic> {
         return Err(Diagnostic::warning("binary path is a directory, not a program").path(path));
     }
     if !meta.is_file() {
-        return Err(Diagnostic::warning("binary path is not a regular file (a fifo, socket or device)").path(path));
+        return Err(Diagnostic::warning(
+            "binary path is not a regular file (a fifo, socket or device)",
+        )
+        .path(path));
     }
     let mode = meta.permissions().mode();
     if mode & 0o111 == 0 {
-        return Err(Diagnostic::warning(format!("binary is not executable (mode {:04o})", mode & 0o7777))
-            .path(path)
-            .help(format!("run `chmod +x {}`", path.display())));
+        return Err(Diagnostic::warning(format!(
+            "binary is not executable (mode {:04o})",
+            mode & 0o7777
+        ))
+        .path(path)
+        .help(format!("run `chmod +x {}`", path.display())));
     }
     Ok(())
 }
@@ -144,11 +154,28 @@ mod tests {
         fs::write(root.join("stray-file"), "x").unwrap();
 
         let d = FsDiscovery.discover(root);
-        assert_eq!(d.found.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(), ["api"]);
-        let skipped: Vec<_> = d.skipped.iter().map(|(n, diag)| (n.as_str(), diag.message.as_str())).collect();
-        assert!(skipped.contains(&("noexec", "binary is not executable (mode 0644)")), "{skipped:?}");
-        assert!(skipped.contains(&("empty", "no binary found")), "{skipped:?}");
-        assert!(skipped.iter().any(|(n, m)| *n == "dirbin" && m.contains("directory")));
+        assert_eq!(
+            d.found.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(),
+            ["api"]
+        );
+        let skipped: Vec<_> = d
+            .skipped
+            .iter()
+            .map(|(n, diag)| (n.as_str(), diag.message.as_str()))
+            .collect();
+        assert!(
+            skipped.contains(&("noexec", "binary is not executable (mode 0644)")),
+            "{skipped:?}"
+        );
+        assert!(
+            skipped.contains(&("empty", "no binary found")),
+            "{skipped:?}"
+        );
+        assert!(
+            skipped
+                .iter()
+                .any(|(n, m)| *n == "dirbin" && m.contains("directory"))
+        );
         assert!(skipped.iter().any(|(n, _)| *n == "bad name"));
         assert!(!d.dir_missing);
     }

@@ -16,12 +16,18 @@ pub fn parse(text: &str) -> Result<Vec<(String, String)>, (usize, String)> {
         if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
         }
-        let trimmed = trimmed.strip_prefix("export ").map_or(trimmed, str::trim_start);
+        let trimmed = trimmed
+            .strip_prefix("export ")
+            .map_or(trimmed, str::trim_start);
         let Some((key, rest)) = trimmed.split_once('=') else {
             return Err((lineno, "expected KEY=VALUE".into()));
         };
         let key = key.trim();
-        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
+        if key.is_empty()
+            || !key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        {
             return Err((lineno, format!("invalid variable name `{key}`")));
         }
         let rest = rest.trim_start();

@@ -51,7 +51,10 @@ pub struct Config {
 
 impl Config {
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.services.keys().chain(self.invalid.keys()).map(String::as_str)
+        self.services
+            .keys()
+            .chain(self.invalid.keys())
+            .map(String::as_str)
     }
 }
 
@@ -83,13 +86,24 @@ impl Loaded {
 /// on the embedded default (discovery alone) with `path`'s folder as base.
 pub fn load(path: &Path, explicit: bool, options: &LoadOptions, discover: &dyn Discover) -> Loaded {
     let path = absolute(path);
-    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
+    let base_dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"));
     match std::fs::read(&path) {
         Ok(bytes) => match String::from_utf8(bytes) {
-            Ok(text) => load_text(Some(SourceText::new(&path, text)), &base_dir, options, discover),
+            Ok(text) => load_text(
+                Some(SourceText::new(&path, text)),
+                &base_dir,
+                options,
+                discover,
+            ),
             Err(e) => Loaded::fatal(vec![
-                Diagnostic::error(format!("the file is not valid UTF-8 (byte {})", e.utf8_error().valid_up_to()))
-                    .path(&path),
+                Diagnostic::error(format!(
+                    "the file is not valid UTF-8 (byte {})",
+                    e.utf8_error().valid_up_to()
+                ))
+                .path(&path),
             ]),
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
@@ -100,12 +114,19 @@ pub fn load(path: &Path, explicit: bool, options: &LoadOptions, discover: &dyn D
                 .path(&path)
                 .help("check the path given with -c/--config or $BLACKHOLE_CONFIG"),
         ]),
-        Err(e) => Loaded::fatal(vec![Diagnostic::error(format!("cannot read the configuration: {e}")).path(&path)]),
+        Err(e) => Loaded::fatal(vec![
+            Diagnostic::error(format!("cannot read the configuration: {e}")).path(&path),
+        ]),
     }
 }
 
 /// Loads configuration text (`None`: the embedded default, no services).
-pub fn load_text(source: Option<SourceText>, base_dir: &Path, options: &LoadOptions, discover: &dyn Discover) -> Loaded {
+pub fn load_text(
+    source: Option<SourceText>,
+    base_dir: &Path,
+    options: &LoadOptions,
+    discover: &dyn Discover,
+) -> Loaded {
     let base_dir = absolute(base_dir);
     let empty = SourceText::new(base_dir.join("blackhole.toml"), "");
     let src = source.as_ref().unwrap_or(&empty);
@@ -114,7 +135,9 @@ pub fn load_text(source: Option<SourceText>, base_dir: &Path, options: &LoadOpti
     let (root, syntax_errors) = DeTable::parse_recoverable(&src.text);
     if !syntax_errors.is_empty() {
         for e in syntax_errors {
-            diags.push(Diagnostic::error(format!("invalid TOML: {}", e.message())).at(src, e.span()));
+            diags.push(
+                Diagnostic::error(format!("invalid TOML: {}", e.message())).at(src, e.span()),
+            );
         }
         return Loaded::fatal(diags);
     }
@@ -137,12 +160,16 @@ pub fn load_text(source: Option<SourceText>, base_dir: &Path, options: &LoadOpti
                 DeValue::Table(table) => {
                     for (name, service) in table {
                         let span = name.span();
-                        raw_services.push((Spanned::new(span, name.into_inner().into_owned()), service));
+                        raw_services
+                            .push((Spanned::new(span, name.into_inner().into_owned()), service));
                     }
                 }
                 other => diags.push(
-                    Diagnostic::error(format!("`services` must be a table, found {}", other.type_str()))
-                        .at(src, Some(key_span)),
+                    Diagnostic::error(format!(
+                        "`services` must be a table, found {}",
+                        other.type_str()
+                    ))
+                    .at(src, Some(key_span)),
                 ),
             },
             other => diags.push(
@@ -209,7 +236,11 @@ pub fn load_text(source: Option<SourceText>, base_dir: &Path, options: &LoadOpti
                     Some(spec) if !service_diags.iter().any(Diagnostic::is_error) => {
                         // Discovery already vetted its own binaries.
                         let vetted = discovered && raw.binary_path.is_none();
-                        let problem = if vetted { None } else { check_executable(&spec.binary).err() };
+                        let problem = if vetted {
+                            None
+                        } else {
+                            check_executable(&spec.binary).err()
+                        };
                         if let Some(problem) = problem {
                             let span = spans.span(&["binary_path"]);
                             service_diags.push(Diagnostic {
@@ -272,10 +303,18 @@ pub fn load_text(source: Option<SourceText>, base_dir: &Path, options: &LoadOpti
         let message = "services folder does not exist";
         let help = "create it, or set `services_dir` in [orchestrator] or --services-dir";
         if configured.is_empty() {
-            diags.push(Diagnostic::error(message).path(&orchestrator.services_dir).help(help));
+            diags.push(
+                Diagnostic::error(message)
+                    .path(&orchestrator.services_dir)
+                    .help(help),
+            );
             return Loaded::fatal(diags);
         }
-        diags.push(Diagnostic::warning(message).path(&orchestrator.services_dir).help(help));
+        diags.push(
+            Diagnostic::warning(message)
+                .path(&orchestrator.services_dir)
+                .help(help),
+        );
     }
 
     Loaded {
@@ -298,26 +337,32 @@ fn resolve_path(base: &Path, value: &str) -> PathBuf {
     absolute(&base.join(value))
 }
 
-fn resolve_orchestrator(raw: &RawOrchestrator, base_dir: &Path, options: &LoadOptions) -> OrchestratorSpec {
+fn resolve_orchestrator(
+    raw: &RawOrchestrator,
+    base_dir: &Path,
+    options: &LoadOptions,
+) -> OrchestratorSpec {
     let services_dir = match (&options.services_dir, &raw.services_dir) {
         (Some(dir), _) => absolute(dir),
         (None, Some(dir)) => resolve_path(base_dir, dir),
         (None, None) => base_dir.join("services"),
     };
-    let state_dir = raw
-        .state_dir
-        .as_deref()
-        .map_or_else(|| base_dir.join(".blackhole"), |d| resolve_path(base_dir, d));
+    let state_dir = raw.state_dir.as_deref().map_or_else(
+        || base_dir.join(".blackhole"),
+        |d| resolve_path(base_dir, d),
+    );
     OrchestratorSpec {
         services_dir,
         log_level: raw.log_level.unwrap_or_default(),
         log_format: raw.log_format.unwrap_or_default(),
         auto_restart: raw.auto_restart.unwrap_or(true),
-        shutdown_timeout: raw.shutdown_timeout.map_or(DEFAULT_SHUTDOWN_TIMEOUT, |s| s.0),
-        socket: raw
-            .socket
-            .as_deref()
-            .map_or_else(|| state_dir.join("control.sock"), |s| resolve_path(base_dir, s)),
+        shutdown_timeout: raw
+            .shutdown_timeout
+            .map_or(DEFAULT_SHUTDOWN_TIMEOUT, |s| s.0),
+        socket: raw.socket.as_deref().map_or_else(
+            || state_dir.join("control.sock"),
+            |s| resolve_path(base_dir, s),
+        ),
         log_dir: raw
             .log_dir
             .as_deref()
@@ -325,6 +370,7 @@ fn resolve_orchestrator(raw: &RawOrchestrator, base_dir: &Path, options: &LoadOp
         log_max_size: raw.log_max_size.map_or(DEFAULT_LOG_MAX_SIZE, |s| s.0.0),
         log_max_files: raw.log_max_files.unwrap_or(DEFAULT_LOG_MAX_FILES),
         log_service_output: raw.log_service_output.unwrap_or(true),
+        cgroups: raw.cgroups.unwrap_or_default(),
         state_dir,
     }
 }
@@ -346,7 +392,6 @@ impl SpanIndex<'_, '_> {
     }
 }
 
-
 struct ServiceCtx<'a, 'i> {
     name: &'a str,
     src: &'a SourceText,
@@ -357,11 +402,18 @@ struct ServiceCtx<'a, 'i> {
 
 impl ServiceCtx<'_, '_> {
     fn error(&self, message: impl Into<String>, key: &[&str]) -> Diagnostic {
-        Diagnostic::error(message).service(self.name).at(self.src, self.spans.span(key))
+        Diagnostic::error(message)
+            .service(self.name)
+            .at(self.src, self.spans.span(key))
     }
 }
 
-fn resolve_service(ctx: &ServiceCtx, raw: &RawService, origin: Origin, diags: &mut Vec<Diagnostic>) -> Option<ServiceSpec> {
+fn resolve_service(
+    ctx: &ServiceCtx,
+    raw: &RawService,
+    origin: Origin,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<ServiceSpec> {
     let name = ctx.name;
     let orch = ctx.orch;
     let binary = raw.binary_path.as_deref().map_or_else(
@@ -377,11 +429,19 @@ fn resolve_service(ctx: &ServiceCtx, raw: &RawService, origin: Origin, diags: &m
 
     let mut args = Vec::new();
     if service_args {
-        args.extend(["--service".into(), name.to_string(), "--log-level".into(), log_level.to_string()]);
+        args.extend([
+            "--service".into(),
+            name.to_string(),
+            "--log-level".into(),
+            log_level.to_string(),
+        ]);
     }
     for (i, arg) in raw.args.iter().flatten().enumerate() {
         if arg.contains('\0') {
-            diags.push(ctx.error(format!("argument {} contains a NUL character", i + 1), &["args"]));
+            diags.push(ctx.error(
+                format!("argument {} contains a NUL character", i + 1),
+                &["args"],
+            ));
         }
         args.push(arg.clone());
     }
@@ -454,7 +514,12 @@ fn resolve_service(ctx: &ServiceCtx, raw: &RawService, origin: Origin, diags: &m
     })
 }
 
-fn resolve_restart(ctx: &ServiceCtx, raw: Option<&RawRestart>, auto_restart: bool, diags: &mut Vec<Diagnostic>) -> RestartSpec {
+fn resolve_restart(
+    ctx: &ServiceCtx,
+    raw: Option<&RawRestart>,
+    auto_restart: bool,
+    diags: &mut Vec<Diagnostic>,
+) -> RestartSpec {
     let default_policy = if auto_restart {
         RestartPolicy::OnFailure
     } else {
@@ -477,13 +542,19 @@ fn resolve_restart(ctx: &ServiceCtx, raw: Option<&RawRestart>, auto_restart: boo
     };
     if !(backoff.multiplier.is_finite() && backoff.multiplier >= 1.0) {
         diags.push(ctx.error(
-            format!("restart.multiplier must be a number of at least 1.0, got {}", backoff.multiplier),
+            format!(
+                "restart.multiplier must be a number of at least 1.0, got {}",
+                backoff.multiplier
+            ),
             &["restart", "multiplier"],
         ));
     }
     if !(0.0..=1.0).contains(&backoff.jitter) {
         diags.push(ctx.error(
-            format!("restart.jitter must be between 0.0 and 1.0 (a fraction: 0.1 = ±10 %), got {}", backoff.jitter),
+            format!(
+                "restart.jitter must be between 0.0 and 1.0 (a fraction: 0.1 = ±10 %), got {}",
+                backoff.jitter
+            ),
             &["restart", "jitter"],
         ));
     }

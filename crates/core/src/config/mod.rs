@@ -10,9 +10,9 @@ pub mod spec;
 pub mod value;
 
 pub use diag::{Diagnostic, Location, Severity, SourceText};
-pub use discovery::{Discover, Discovery, FsDiscovery, Found};
+pub use discovery::{Discover, Discovery, Found, FsDiscovery};
 pub use load::{Config, LoadOptions, Loaded, load, load_text};
-pub use raw::{LogFormat, RestartPolicy, ServiceKind};
+pub use raw::{CgroupMode, LogFormat, RestartPolicy, ServiceKind};
 pub use spec::{OrchestratorSpec, Origin, RestartSpec, ServiceSpec};
 pub use value::LogLevel;
 

@@ -23,6 +23,21 @@ pub struct RawOrchestrator {
     pub log_max_size: Option<ByteSize>,
     pub log_max_files: Option<u32>,
     pub log_service_output: Option<bool>,
+    pub cgroups: Option<CgroupMode>,
+}
+
+/// Whether services get cgroups.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupMode {
+    /// Use cgroups where they can be written; settings that need them are
+    /// errors where they cannot.
+    #[default]
+    Auto,
+    /// Like `auto`, but settings that need cgroups become warnings.
+    Optional,
+    /// Never: processes are tracked by session, group and descendants.
+    Off,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -110,7 +125,9 @@ impl<'de> Deserialize<'de> for EnvValue {
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<EnvValue, E> {
                 if v.contains('\0') {
-                    return Err(E::custom("an environment value cannot contain a NUL character"));
+                    return Err(E::custom(
+                        "an environment value cannot contain a NUL character",
+                    ));
                 }
                 Ok(EnvValue(v.to_string()))
             }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::raw::{LogFormat, RestartPolicy, ServiceKind};
+use super::raw::{CgroupMode, LogFormat, RestartPolicy, ServiceKind};
 use super::value::LogLevel;
 use crate::backoff::Backoff;
 use crate::signal::Signal;
@@ -25,6 +25,7 @@ pub struct OrchestratorSpec {
     pub log_max_files: u32,
     /// Also print every service line in the orchestrator's own log.
     pub log_service_output: bool,
+    pub cgroups: CgroupMode,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -32,7 +32,10 @@ fn load_with(text: &str, found: Vec<&'static str>) -> Loaded {
         Some(SourceText::new(base.join("blackhole.toml"), text)),
         &base,
         &LoadOptions::default(),
-        &Fake { found, missing: false },
+        &Fake {
+            found,
+            missing: false,
+        },
     )
 }
 
@@ -53,8 +56,14 @@ fn empty_config_with_discovery_gives_defaults() {
     assert_eq!(api.restart.max_attempts, 10);
     assert_eq!(api.stop_timeout, Duration::from_secs(10));
     assert_eq!(api.origin, Origin::Discovered);
-    assert_eq!(c.orchestrator.socket, Path::new("/srv/app/.blackhole/control.sock"));
-    assert_eq!(c.orchestrator.log_dir, Path::new("/srv/app/.blackhole/logs"));
+    assert_eq!(
+        c.orchestrator.socket,
+        Path::new("/srv/app/.blackhole/control.sock")
+    );
+    assert_eq!(
+        c.orchestrator.log_dir,
+        Path::new("/srv/app/.blackhole/logs")
+    );
 }
 
 #[test]
@@ -83,13 +92,19 @@ max_attempts = 0
     let c = l.config.unwrap();
     let api = &c.services["api"];
     assert_eq!(api.binary, Path::new("/srv/app/svc/api/api"));
-    assert_eq!(api.args, ["--service", "api", "--log-level", "debug", "--port", "80"]);
+    assert_eq!(
+        api.args,
+        ["--service", "api", "--log-level", "debug", "--port", "80"]
+    );
     assert_eq!(api.environment["PORT"], "8080");
     assert_eq!(api.stop_signal, crate::signal::Signal::INT);
     assert_eq!(api.stop_timeout, Duration::from_millis(1500));
     assert_eq!(api.memory_limit, Some(256 << 20));
     assert_eq!(api.restart.policy, RestartPolicy::Always);
-    assert_eq!(api.restart.backoff.initial_delay, Duration::from_millis(250));
+    assert_eq!(
+        api.restart.backoff.initial_delay,
+        Duration::from_millis(250)
+    );
     assert_eq!(api.restart.max_attempts, 0);
     assert!(matches!(api.origin, Origin::Both { line: 8 }));
     // auto_restart = false makes `never` the default for the others.
@@ -133,18 +148,48 @@ jitter = 2.0
 "#;
     let l = load_with(text, vec![]);
     let e = errors(&l);
-    let find = |svc: &str| e.iter().find(|m| m.contains(&format!("service `{svc}`"))).cloned().unwrap_or_default();
-    assert!(find("a").starts_with("/srv/app/blackhole.toml:2:11:"), "{e:?}");
-    assert!(find("a").contains("expected a boolean") || find("a").contains("invalid type"), "{e:?}");
-    assert!(find("b").starts_with("/srv/app/blackhole.toml:5:16:"), "{e:?}");
+    let find = |svc: &str| {
+        e.iter()
+            .find(|m| m.contains(&format!("service `{svc}`")))
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert!(
+        find("a").starts_with("/srv/app/blackhole.toml:2:11:"),
+        "{e:?}"
+    );
+    assert!(
+        find("a").contains("expected a boolean") || find("a").contains("invalid type"),
+        "{e:?}"
+    );
+    assert!(
+        find("b").starts_with("/srv/app/blackhole.toml:5:16:"),
+        "{e:?}"
+    );
     assert!(find("b").contains("invalid duration"), "{e:?}");
-    assert!(find("c").contains(":8:15:") && find("c").contains("unknown signal"), "{e:?}");
-    assert!(find("d").contains(":11:10:") && find("d").contains("unknown variant `sometimes`"), "{e:?}");
+    assert!(
+        find("c").contains(":8:15:") && find("c").contains("unknown signal"),
+        "{e:?}"
+    );
+    assert!(
+        find("d").contains(":11:10:") && find("d").contains("unknown variant `sometimes`"),
+        "{e:?}"
+    );
     // Service e has two problems; both are reported.
     let e_errors: Vec<_> = e.iter().filter(|m| m.contains("service `e`")).collect();
     assert_eq!(e_errors.len(), 2, "{e:?}");
-    assert!(e_errors.iter().any(|m| m.contains(":15:") && m.contains("exit code 300")), "{e:?}");
-    assert!(e_errors.iter().any(|m| m.contains(":17:") && m.contains("jitter")), "{e:?}");
+    assert!(
+        e_errors
+            .iter()
+            .any(|m| m.contains(":15:") && m.contains("exit code 300")),
+        "{e:?}"
+    );
+    assert!(
+        e_errors
+            .iter()
+            .any(|m| m.contains(":17:") && m.contains("jitter")),
+        "{e:?}"
+    );
     let c = l.config.unwrap();
     assert_eq!(c.invalid.len(), 5);
 }
@@ -162,7 +207,11 @@ fn bad_names_are_rejected() {
 fn syntax_errors_are_fatal_and_located() {
     let l = load_with("[services.a\nx = 1\n", vec![]);
     assert!(l.config.is_none());
-    assert!(errors(&l)[0].starts_with("/srv/app/blackhole.toml:1:"), "{:?}", errors(&l));
+    assert!(
+        errors(&l)[0].starts_with("/srv/app/blackhole.toml:1:"),
+        "{:?}",
+        errors(&l)
+    );
 }
 
 #[test]
@@ -170,7 +219,10 @@ fn orchestrator_errors_are_fatal() {
     let l = load_with("[orchestrator]\nlog_level = \"loud\"\n", vec![]);
     assert!(l.config.is_none());
     let e = errors(&l);
-    assert!(e[0].starts_with("/srv/app/blackhole.toml:2:13: [orchestrator]: unknown variant `loud`"), "{e:?}");
+    assert!(
+        e[0].starts_with("/srv/app/blackhole.toml:2:13: [orchestrator]: unknown variant `loud`"),
+        "{e:?}"
+    );
     let l = load_with("[orchestra]\n", vec![]);
     assert!(errors(&l)[0].contains("unknown top-level key `orchestra`"));
 }
@@ -194,7 +246,11 @@ fn missing_services_dir() {
         &fake,
     );
     assert!(!l.has_errors(), "{:?}", errors(&l));
-    assert!(l.diagnostics.iter().any(|d| d.message.contains("does not exist")));
+    assert!(
+        l.diagnostics
+            .iter()
+            .any(|d| d.message.contains("does not exist"))
+    );
 }
 
 #[test]
@@ -217,7 +273,10 @@ fn configured_binary_problems_are_errors_for_that_service_only() {
     let l = load_with(text, vec![]);
     let e = errors(&l);
     assert_eq!(e.len(), 1);
-    assert!(e[0].contains("service `gone`") && e[0].contains("no binary found"), "{e:?}");
+    assert!(
+        e[0].contains("service `gone`") && e[0].contains("no binary found"),
+        "{e:?}"
+    );
     assert!(e[0].starts_with("/srv/app/blackhole.toml:4:15:"), "{e:?}");
     // Both still exist: the missing binary is a runtime failure of that
     // service, with the binary perhaps appearing later.

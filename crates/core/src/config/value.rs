@@ -33,7 +33,9 @@ impl<'de> Deserialize<'de> for Seconds {
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Seconds, E> {
                 Duration::try_from_secs_f64(v).map(Seconds).map_err(|_| {
-                    E::custom(format!("a duration must be a finite, non-negative number of seconds, got {v}"))
+                    E::custom(format!(
+                        "a duration must be a finite, non-negative number of seconds, got {v}"
+                    ))
                 })
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Seconds, E> {
@@ -68,15 +70,24 @@ pub struct ByteSize(pub Bytes);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct MebiSize(pub Bytes);
 
-fn size_visitor<'de, D: Deserializer<'de>>(d: D, integer_unit: u64, unit_name: &'static str) -> Result<Bytes, D::Error> {
+fn size_visitor<'de, D: Deserializer<'de>>(
+    d: D,
+    integer_unit: u64,
+    unit_name: &'static str,
+) -> Result<Bytes, D::Error> {
     struct V(u64, &'static str);
     impl Visitor<'_> for V {
         type Value = Bytes;
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            write!(f, "a size: an integer number of {} or a string such as \"512MiB\"", self.1)
+            write!(
+                f,
+                "a size: an integer number of {} or a string such as \"512MiB\"",
+                self.1
+            )
         }
         fn visit_i64<E: de::Error>(self, v: i64) -> Result<Bytes, E> {
-            let v = u64::try_from(v).map_err(|_| E::custom(format!("a size cannot be negative, got {v}")))?;
+            let v = u64::try_from(v)
+                .map_err(|_| E::custom(format!("a size cannot be negative, got {v}")))?;
             self.visit_u64(v)
         }
         fn visit_u64<E: de::Error>(self, v: u64) -> Result<Bytes, E> {
@@ -106,7 +117,9 @@ impl<'de> Deserialize<'de> for MebiSize {
 /// Parses `"10MiB"`, `"10M"`, `"10 MB"`, `"4096"`, `"1.5G"`.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let unit = unit.trim();
     let mult: u64 = match unit.to_ascii_lowercase().as_str() {
@@ -115,7 +128,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
         "t" | "tb" | "tib" => 1 << 40,
-        _ => return Err(format!("invalid size \"{s}\": unknown unit `{unit}`, use B, KiB, MiB, GiB or TiB")),
+        _ => {
+            return Err(format!(
+                "invalid size \"{s}\": unknown unit `{unit}`, use B, KiB, MiB, GiB or TiB"
+            ));
+        }
     };
     let value: f64 = num
         .parse()
@@ -155,7 +172,9 @@ impl<'de> Deserialize<'de> for SignalSetting {
 }
 
 /// The orchestrator's and services' log level.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
     Error,
@@ -193,7 +212,9 @@ impl std::str::FromStr for LogLevel {
             "info" => Ok(LogLevel::Info),
             "debug" => Ok(LogLevel::Debug),
             "trace" => Ok(LogLevel::Trace),
-            _ => Err(format!("unknown log level `{s}`, expected error, warn, info, debug or trace")),
+            _ => Err(format!(
+                "unknown log level `{s}`, expected error, warn, info, debug or trace"
+            )),
         }
     }
 }
@@ -235,7 +256,10 @@ mod tests {
     #[test]
     fn durations() {
         assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
-        assert_eq!(parse_duration("1500ms").unwrap(), Duration::from_millis(1500));
+        assert_eq!(
+            parse_duration("1500ms").unwrap(),
+            Duration::from_millis(1500)
+        );
         assert_eq!(parse_duration("1m 30s").unwrap(), Duration::from_secs(90));
         assert!(parse_duration("ten").is_err());
     }
@@ -255,7 +279,16 @@ mod tests {
         for ok in ["web", "a", "api-v2", "db_1.primary", &"x".repeat(64)] {
             validate_service_name(ok).unwrap();
         }
-        for bad in ["", ".hidden", "..", "a/b", "a b", "caf\u{e9}", "nul\0", &"x".repeat(65)] {
+        for bad in [
+            "",
+            ".hidden",
+            "..",
+            "a/b",
+            "a b",
+            "caf\u{e9}",
+            "nul\0",
+            &"x".repeat(65),
+        ] {
             assert!(validate_service_name(bad).is_err(), "{bad:?} accepted");
         }
     }

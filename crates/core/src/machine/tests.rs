@@ -141,7 +141,11 @@ fn crash_loop_follows_the_backoff_then_gives_up() {
     assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30]);
     r.crash(1);
     assert_eq!(r.m.state(), State::Failed);
-    assert!(r.m.last_error().unwrap().contains("gave up after 8"), "{:?}", r.m.last_error());
+    assert!(
+        r.m.last_error().unwrap().contains("gave up after 8"),
+        "{:?}",
+        r.m.last_error()
+    );
     assert_eq!(r.m.last_exit().unwrap().reason, EndReason::Exited(1));
 }
 
@@ -377,7 +381,10 @@ fn readiness_gates_running_and_times_out() {
     let mut r = Rig::new(p.clone());
     r.feed(Input::Start);
     let fx = r.feed(Input::Spawned { pid: 4 });
-    assert_eq!(fx, [Effect::Arm(Timer::StartTimeout, Duration::from_secs(5))]);
+    assert_eq!(
+        fx,
+        [Effect::Arm(Timer::StartTimeout, Duration::from_secs(5))]
+    );
     assert_eq!(r.m.state(), State::Starting);
     let fx = r.feed(Input::Ready);
     assert!(fx.contains(&Effect::Disarm(Timer::StartTimeout)));
@@ -403,7 +410,9 @@ fn readiness_gates_running_and_times_out() {
 fn liveness_failure_restarts_as_a_failure() {
     let mut r = Rig::new(policy());
     r.running(4);
-    r.feed(Input::Unhealthy(EndReason::LivenessFailed("timeout".into())));
+    r.feed(Input::Unhealthy(EndReason::LivenessFailed(
+        "timeout".into(),
+    )));
     assert_eq!(r.m.state(), State::Stopping);
     r.crash(143);
     assert_eq!(r.m.state(), State::Restarting);
@@ -418,7 +427,11 @@ fn oneshot_completes_or_retries() {
     let mut r = Rig::new(p.clone());
     r.feed(Input::Start);
     r.feed(Input::Spawned { pid: 5 });
-    assert_eq!(r.m.state(), State::Starting, "a oneshot is starting until it ends");
+    assert_eq!(
+        r.m.state(),
+        State::Starting,
+        "a oneshot is starting until it ends"
+    );
     r.crash(0);
     assert_eq!(r.m.state(), State::Exited);
 
@@ -427,7 +440,11 @@ fn oneshot_completes_or_retries() {
     r.feed(Input::Start);
     r.feed(Input::Spawned { pid: 5 });
     r.crash(0);
-    assert_eq!(r.m.state(), State::Exited, "a completed oneshot is not rerun");
+    assert_eq!(
+        r.m.state(),
+        State::Exited,
+        "a completed oneshot is not rerun"
+    );
     r.feed(Input::Start);
     r.feed(Input::Spawned { pid: 6 });
     r.crash(1);

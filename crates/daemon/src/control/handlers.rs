@@ -25,7 +25,7 @@ impl IntoResponse for ApiError {
         let status = StatusCode::from_u16(self.http).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut body = ErrorBody::new(self.code, self.message);
         body.error.details = self.details;
-        body.error.status = self.status.map(Box::new);
+        body.error.status = self.status;
         (status, Json(body)).into_response()
     }
 }
@@ -63,19 +63,34 @@ pub async fn list(State(state): State<AppState>) -> Json<ServiceList> {
     })
 }
 
-pub async fn one(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
+pub async fn one(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
     Ok(Json(entry(&state, &name)?.status()).into_response())
 }
 
-pub async fn start(state: State<AppState>, name: Path<String>, q: Query<HashMap<String, String>>) -> Result<Response, ApiError> {
+pub async fn start(
+    state: State<AppState>,
+    name: Path<String>,
+    q: Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
     act(state, name, q, Action::Start).await
 }
 
-pub async fn stop(state: State<AppState>, name: Path<String>, q: Query<HashMap<String, String>>) -> Result<Response, ApiError> {
+pub async fn stop(
+    state: State<AppState>,
+    name: Path<String>,
+    q: Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
     act(state, name, q, Action::Stop).await
 }
 
-pub async fn restart(state: State<AppState>, name: Path<String>, q: Query<HashMap<String, String>>) -> Result<Response, ApiError> {
+pub async fn restart(
+    state: State<AppState>,
+    name: Path<String>,
+    q: Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
     act(state, name, q, Action::Restart).await
 }
 
@@ -100,20 +115,22 @@ async fn act(
         })
         .await
         .map_err(|_| ApiError::new(503, codes::UNAVAILABLE, "the orchestrator is shutting down"))?;
-    let outcome = rx
-        .await
-        .map_err(|_| ApiError::new(503, codes::UNAVAILABLE, "the orchestrator is shutting down"))??;
+    let outcome = rx.await.map_err(|_| {
+        ApiError::new(503, codes::UNAVAILABLE, "the orchestrator is shutting down")
+    })??;
     match tokio::time::timeout(wait, outcome).await {
         Ok(Ok(Outcome::Done(status))) => Ok(Json(status).into_response()),
         Ok(Ok(Outcome::Failed(status, why))) => {
             let mut e = ApiError::new(500, codes::FAILED, format!("service `{name}`: {why}"));
-            e.status = Some(status);
+            e.status = Some(Box::new(status));
             Err(e)
         }
         Ok(Err(_)) => Err(ApiError::new(
             503,
             codes::UNAVAILABLE,
-            format!("service `{name}` went away before the operation finished (removed by a reload, or shutdown)"),
+            format!(
+                "service `{name}` went away before the operation finished (removed by a reload, or shutdown)"
+            ),
         )),
         Err(_) => {
             let mut e = ApiError::new(
@@ -124,7 +141,7 @@ async fn act(
                     humantime::format_duration(wait)
                 ),
             );
-            e.status = Some(entry.status());
+            e.status = Some(Box::new(entry.status()));
             Err(e)
         }
     }
@@ -142,7 +159,11 @@ fn log_params(q: &HashMap<String, String>) -> Result<(usize, bool), ApiError> {
     let follow = match q.get("follow").map(String::as_str) {
         None | Some("false") | Some("0") => false,
         Some("true") | Some("1") | Some("") => true,
-        Some(other) => return Err(bad_request(format!("follow must be true or false, got `{other}`"))),
+        Some(other) => {
+            return Err(bad_request(format!(
+                "follow must be true or false, got `{other}`"
+            )));
+        }
     };
     Ok((tail, follow))
 }
@@ -163,7 +184,9 @@ pub async fn service_logs(
     let (tail, follow) = log_params(&q)?;
     let log = match entry(&state, &name)? {
         Entry::Live(h) => h.log,
-        Entry::Invalid(_) => return Ok(stream::logs(Vec::new(), tail, follow, wants_json(&headers))),
+        Entry::Invalid(_) => {
+            return Ok(stream::logs(Vec::new(), tail, follow, wants_json(&headers)));
+        }
     };
     Ok(stream::logs(vec![log], tail, follow, wants_json(&headers)))
 }
@@ -176,7 +199,9 @@ pub async fn all_logs(
 ) -> Result<Response, ApiError> {
     let (tail, follow) = log_params(&q)?;
     let registry = state.registry.borrow().clone();
-    let wanted: Option<Vec<&str>> = q.get("service").map(|s| s.split(',').filter(|s| !s.is_empty()).collect());
+    let wanted: Option<Vec<&str>> = q
+        .get("service")
+        .map(|s| s.split(',').filter(|s| !s.is_empty()).collect());
     let mut logs = Vec::new();
     match wanted {
         Some(names) => {
@@ -214,19 +239,27 @@ pub async fn reload(State(state): State<AppState>) -> Result<Response, ApiError>
         .send(Request::Reload { reply: tx })
         .await
         .map_err(|_| ApiError::new(503, codes::UNAVAILABLE, "the orchestrator is shutting down"))?;
-    let report = rx
-        .await
-        .map_err(|_| ApiError::new(503, codes::UNAVAILABLE, "the orchestrator is shutting down"))??;
+    let report = rx.await.map_err(|_| {
+        ApiError::new(503, codes::UNAVAILABLE, "the orchestrator is shutting down")
+    })??;
     Ok(Json(report).into_response())
 }
 
 pub async fn shutdown(State(state): State<AppState>) -> Response {
     let _ = state.requests.send(Request::Shutdown).await;
-    (StatusCode::ACCEPTED, Json(serde_json::json!({"status": "shutting down"}))).into_response()
+    (
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({"status": "shutting down"})),
+    )
+        .into_response()
 }
 
 pub async fn not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError::new(404, codes::NOT_FOUND, format!("no such endpoint: {}", uri.path()))
+    ApiError::new(
+        404,
+        codes::NOT_FOUND,
+        format!("no such endpoint: {}", uri.path()),
+    )
 }
 
 pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {

@@ -54,11 +54,22 @@ pub fn logs(logs: Vec<Arc<ServiceLog>>, tail: usize, follow: bool, json: bool) -
     if backlog.len() > tail {
         backlog.drain(..backlog.len() - tail);
     }
-    let head: Vec<Result<Bytes, Infallible>> = backlog.iter().map(|(name, r)| Ok(encode(name, r, json))).collect();
+    let head: Vec<Result<Bytes, Infallible>> = backlog
+        .iter()
+        .map(|(name, r)| Ok(encode(name, r, json)))
+        .collect();
     let head = stream::iter(head);
-    let content_type = if json { "application/x-ndjson" } else { "text/plain; charset=utf-8" };
+    let content_type = if json {
+        "application/x-ndjson"
+    } else {
+        "text/plain; charset=utf-8"
+    };
     if !follow {
-        return ([(header::CONTENT_TYPE, content_type)], Body::from_stream(head)).into_response();
+        return (
+            [(header::CONTENT_TYPE, content_type)],
+            Body::from_stream(head),
+        )
+            .into_response();
     }
     let live: Vec<BoxStream<'static, Result<Bytes, Infallible>>> = subs
         .into_iter()
@@ -91,7 +102,11 @@ pub fn logs(logs: Vec<Arc<ServiceLog>>, tail: usize, follow: bool, json: bool) -
         })
         .collect();
     let body = head.chain(stream::select_all(live));
-    ([(header::CONTENT_TYPE, content_type)], Body::from_stream(body)).into_response()
+    (
+        [(header::CONTENT_TYPE, content_type)],
+        Body::from_stream(body),
+    )
+        .into_response()
 }
 
 pub fn events(rx: broadcast::Receiver<Arc<Event>>, sse: bool) -> Response {
@@ -118,6 +133,10 @@ pub fn events(rx: broadcast::Receiver<Arc<Event>>, sse: bool) -> Response {
         };
         Some((Ok::<_, Infallible>(bytes), rx))
     });
-    let content_type = if sse { "text/event-stream" } else { "application/x-ndjson" };
+    let content_type = if sse {
+        "text/event-stream"
+    } else {
+        "application/x-ndjson"
+    };
     ([(header::CONTENT_TYPE, content_type)], Body::from_stream(s)).into_response()
 }

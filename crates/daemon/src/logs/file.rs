@@ -45,7 +45,10 @@ impl LogFile {
         if let Some(dir) = self.path.parent() {
             fs::create_dir_all(dir)?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
         self.size = file.metadata()?.len();
         self.file = Some(file);
         Ok(())
@@ -66,7 +69,9 @@ impl LogFile {
             // file, so a line longer than the limit still gets written.
             let cut = match memchr::memrchr(b'\n', &bytes[..room.min(bytes.len())]) {
                 Some(nl) => nl + 1,
-                None if self.size == 0 => memchr::memchr(b'\n', bytes).map_or(bytes.len(), |nl| nl + 1),
+                None if self.size == 0 => {
+                    memchr::memchr(b'\n', bytes).map_or(bytes.len(), |nl| nl + 1)
+                }
                 None => 0,
             };
             if cut > 0 {
@@ -144,14 +149,22 @@ mod tests {
         for name in &names {
             let text = fs::read_to_string(dir.path().join(name)).unwrap();
             assert!(text.len() <= 100, "{name} is {} bytes", text.len());
-            assert!(text.lines().all(|l| l.starts_with("line number ") && l.len() == 15), "{text}");
+            assert!(
+                text.lines()
+                    .all(|l| l.starts_with("line number ") && l.len() == 15),
+                "{text}"
+            );
         }
         let newest = fs::read_to_string(&path).unwrap();
         assert!(newest.ends_with("line number 099\n"));
         let older = fs::read_to_string(dir.path().join("svc.log.1")).unwrap();
         let last_of_older: u32 = older.lines().last().unwrap()[12..].parse().unwrap();
         let first_of_newest: u32 = newest.lines().next().unwrap()[12..].parse().unwrap();
-        assert_eq!(last_of_older + 1, first_of_newest, "no line lost at rotation");
+        assert_eq!(
+            last_of_older + 1,
+            first_of_newest,
+            "no line lost at rotation"
+        );
     }
 
     #[test]
@@ -161,7 +174,10 @@ mod tests {
         let mut f = LogFile::open(path.clone(), 10, 2).unwrap();
         f.write_lines(b"0123456789abcdef\nxy\n").unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), "xy\n");
-        assert_eq!(fs::read_to_string(dir.path().join("big.log.1")).unwrap(), "0123456789abcdef\n");
+        assert_eq!(
+            fs::read_to_string(dir.path().join("big.log.1")).unwrap(),
+            "0123456789abcdef\n"
+        );
     }
 
     #[test]

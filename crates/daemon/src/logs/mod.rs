@@ -208,7 +208,9 @@ pub struct LineBatch<'a> {
 impl LineBatch<'_> {
     pub fn push(&mut self, raw: &[u8]) {
         let text = String::from_utf8_lossy(raw);
-        let seq = self.ring.push(self.time, self.stream, self.pid, text.as_bytes());
+        let seq = self
+            .ring
+            .push(self.time, self.stream, self.pid, text.as_bytes());
         if self.out.capacity() == 0 {
             self.out.reserve(writer::BATCH_BYTES + 512);
         }

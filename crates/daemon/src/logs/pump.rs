@@ -27,7 +27,12 @@ struct Source {
 
 /// Copies lines from the pipes into `log` until both are closed (the
 /// service and everything that inherited the pipes are gone).
-pub async fn pump(log: Arc<ServiceLog>, pid: u32, stdout: Option<OwnedFd>, stderr: Option<OwnedFd>) {
+pub async fn pump(
+    log: Arc<ServiceLog>,
+    pid: u32,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
+) {
     let open = |fd: Option<OwnedFd>, stream| {
         fd.and_then(|fd| match blackhole_os::asyncfd::register(fd) {
             Ok(fd) => Some(Source {
@@ -36,7 +41,11 @@ pub async fn pump(log: Arc<ServiceLog>, pid: u32, stdout: Option<OwnedFd>, stder
                 stream,
             }),
             Err(e) => {
-                tracing::error!(service = log.name(), "cannot watch the {} pipe: {e}", stream.as_str());
+                tracing::error!(
+                    service = log.name(),
+                    "cannot watch the {} pipe: {e}",
+                    stream.as_str()
+                );
                 None
             }
         })
@@ -52,7 +61,9 @@ pub async fn pump(log: Arc<ServiceLog>, pid: u32, stdout: Option<OwnedFd>, stder
                 i = readable(b, 1) => i,
             },
         };
-        let Some(source) = &mut sources[which] else { continue };
+        let Some(source) = &mut sources[which] else {
+            continue;
+        };
         if !drain(&log, pid, source).await {
             sources[which] = None;
         }

@@ -82,7 +82,9 @@ impl Ring {
             });
             self.chunks.push_back(chunk);
         }
-        let Some(chunk) = self.chunks.back_mut() else { return seq };
+        let Some(chunk) = self.chunks.back_mut() else {
+            return seq;
+        };
         let start = chunk.bytes.len() as u32;
         chunk.bytes.extend_from_slice(text);
         chunk.entries.push(Entry {
@@ -127,7 +129,10 @@ impl Ring {
 
     /// Heap bytes held.
     pub fn footprint(&self) -> usize {
-        self.chunks.iter().map(|c| c.bytes.capacity() + c.entries.capacity() * size_of::<Entry>()).sum()
+        self.chunks
+            .iter()
+            .map(|c| c.bytes.capacity() + c.entries.capacity() * size_of::<Entry>())
+            .sum()
     }
 }
 
@@ -145,7 +150,11 @@ mod tests {
         let tail = r.tail(3);
         let texts: Vec<&[u8]> = tail.iter().map(|l| l.text).collect();
         assert_eq!(texts, [&b"line 09997"[..], b"line 09998", b"line 09999"]);
-        assert!(r.footprint() <= 3 * CHUNK + 3 * 2000 * size_of::<Entry>(), "{}", r.footprint());
+        assert!(
+            r.footprint() <= 3 * CHUNK + 3 * 2000 * size_of::<Entry>(),
+            "{}",
+            r.footprint()
+        );
         assert!(r.len() < 10_000 && r.len() > 1000);
     }
 

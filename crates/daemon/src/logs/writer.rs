@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::file::LogFile;
 use super::Counters;
+use super::file::LogFile;
 
 /// Batches are cut at about this size by the pump.
 pub const BATCH_BYTES: usize = 64 * 1024;
@@ -31,7 +31,11 @@ pub struct Batch {
 
 enum Msg {
     Batch(Batch),
-    Limits { service: Arc<str>, max_size: u64, max_files: u32 },
+    Limits {
+        service: Arc<str>,
+        max_size: u64,
+        max_files: u32,
+    },
     Close(Arc<str>),
     Flush(oneshot::Sender<()>),
 }
@@ -64,7 +68,17 @@ impl LogWriter {
         std::thread::Builder::new()
             .name("bh-logwriter".into())
             .stack_size(256 * 1024)
-            .spawn(move || run(rx, dir, Limits { max_size, max_files }, thread_stats))?;
+            .spawn(move || {
+                run(
+                    rx,
+                    dir,
+                    Limits {
+                        max_size,
+                        max_files,
+                    },
+                    thread_stats,
+                )
+            })?;
         Ok(LogWriter { tx, stats })
     }
 
@@ -123,7 +137,9 @@ fn run(mut rx: mpsc::Receiver<Msg>, dir: PathBuf, defaults: Limits, stats: Arc<W
                 match result {
                     Ok(()) => {
                         stats.batches.fetch_add(1, Ordering::Relaxed);
-                        stats.bytes.fetch_add(batch.bytes.len() as u64, Ordering::Relaxed);
+                        stats
+                            .bytes
+                            .fetch_add(batch.bytes.len() as u64, Ordering::Relaxed);
                         if let Some((_, lost)) = failing.remove(&batch.service) {
                             tracing::warn!(
                                 service = &*batch.service,
@@ -132,10 +148,17 @@ fn run(mut rx: mpsc::Receiver<Msg>, dir: PathBuf, defaults: Limits, stats: Arc<W
                         }
                     }
                     Err(e) => {
-                        batch.counters.dropped.fetch_add(batch.lines, Ordering::Relaxed);
-                        stats.dropped_lines.fetch_add(batch.lines, Ordering::Relaxed);
+                        batch
+                            .counters
+                            .dropped
+                            .fetch_add(batch.lines, Ordering::Relaxed);
+                        stats
+                            .dropped_lines
+                            .fetch_add(batch.lines, Ordering::Relaxed);
                         let now = Instant::now();
-                        let entry = failing.entry(batch.service.clone()).or_insert((now - Duration::from_secs(3600), 0));
+                        let entry = failing
+                            .entry(batch.service.clone())
+                            .or_insert((now - Duration::from_secs(3600), 0));
                         entry.1 += batch.lines;
                         if now.duration_since(entry.0) >= Duration::from_secs(10) {
                             entry.0 = now;
@@ -160,7 +183,13 @@ fn run(mut rx: mpsc::Receiver<Msg>, dir: PathBuf, defaults: Limits, stats: Arc<W
                 if let Some(f) = files.get_mut(&service) {
                     f.set_limits(max_size, max_files);
                 }
-                limits.insert(service, Limits { max_size, max_files });
+                limits.insert(
+                    service,
+                    Limits {
+                        max_size,
+                        max_files,
+                    },
+                );
             }
             Msg::Close(service) => {
                 files.remove(&service);

@@ -232,7 +232,10 @@ impl<P: Processes> Actor<P> {
                 let mut policy = Policy::from_spec(&spec);
                 policy.needs_readiness = self.machine.policy().needs_readiness;
                 self.machine.set_policy(policy);
-                self.log.writer().set_limits(&spec.name, spec.log_max_size, spec.log_max_files).await;
+                self.log
+                    .writer()
+                    .set_limits(&spec.name, spec.log_max_size, spec.log_max_files)
+                    .await;
                 self.spec = spec;
             }
             Command::Shutdown(reply) => {
@@ -334,7 +337,12 @@ impl<P: Processes> Actor<P> {
         let launched = self.procs.launch(&spec).await?;
         let pid = launched.pid;
         self.oom_base = self.procs.oom_kills();
-        let pump = tokio::spawn(logs::pump(self.log.clone(), pid, launched.stdout, launched.stderr));
+        let pump = tokio::spawn(logs::pump(
+            self.log.clone(),
+            pid,
+            launched.stdout,
+            launched.stderr,
+        ));
         self.run = Some(Run {
             exit: launched.exit,
             pump,
@@ -361,11 +369,17 @@ impl<P: Processes> Actor<P> {
             },
             State::Failed => m.last_error().unwrap_or("failed").to_string(),
             State::Restarting => {
-                let why = m.last_exit().map(|x| x.reason.to_string()).unwrap_or_default();
+                let why = m
+                    .last_exit()
+                    .map(|x| x.reason.to_string())
+                    .unwrap_or_default();
                 let delay = m.next_start_in().unwrap_or_default();
                 format!("{why}; restarting in {:.1}s", delay.as_secs_f64())
             }
-            State::Blocked => m.blocked_on().unwrap_or("waiting for dependencies").to_string(),
+            State::Blocked => m
+                .blocked_on()
+                .unwrap_or("waiting for dependencies")
+                .to_string(),
         };
         let pid = m.pid();
         match to {
@@ -440,10 +454,14 @@ impl<P: Processes> Actor<P> {
             let started = |spawned_anew: bool| -> Option<Result<(), String>> {
                 match state {
                     State::Running | State::Exited if spawned_anew => Some(Ok(())),
-                    State::Failed => Some(Err(last_error.clone().unwrap_or_else(|| "failed".into()))),
+                    State::Failed => {
+                        Some(Err(last_error.clone().unwrap_or_else(|| "failed".into())))
+                    }
                     State::Restarting if spawned_anew => Some(Err(format!(
                         "{}; it will be retried",
-                        last_error.clone().unwrap_or_else(|| "exited during start".into())
+                        last_error
+                            .clone()
+                            .unwrap_or_else(|| "exited during start".into())
                     ))),
                     State::Stopped => Some(Err("stopped before it finished starting".into())),
                     _ => None,

@@ -35,7 +35,10 @@ impl BaseEnv {
 /// and line.
 pub fn build(spec: &ServiceSpec, base: &BaseEnv) -> Result<BTreeMap<String, String>, String> {
     let mut env = BTreeMap::new();
-    env.insert("PATH".into(), base.path.clone().unwrap_or_else(|| DEFAULT_PATH.into()));
+    env.insert(
+        "PATH".into(),
+        base.path.clone().unwrap_or_else(|| DEFAULT_PATH.into()),
+    );
     env.insert("HOME".into(), spec.data_dir.display().to_string());
     let tmp = base.tmpdir.clone().unwrap_or_else(|| "/tmp".into());
     for key in ["TMPDIR", "TEMP", "TMP"] {
@@ -48,7 +51,8 @@ pub fn build(spec: &ServiceSpec, base: &BaseEnv) -> Result<BTreeMap<String, Stri
     for file in &spec.env_files {
         let text = std::fs::read_to_string(file)
             .map_err(|e| format!("env_file {}: {e}", file.display()))?;
-        let pairs = dotenv::parse(&text).map_err(|(line, why)| format!("env_file {}:{line}: {why}", file.display()))?;
+        let pairs = dotenv::parse(&text)
+            .map_err(|(line, why)| format!("env_file {}:{line}: {why}", file.display()))?;
         env.extend(pairs);
     }
     env.extend(spec.environment.iter().map(|(k, v)| (k.clone(), v.clone())));

@@ -59,9 +59,11 @@ impl Snapshot {
         s.uptime_secs = self
             .started
             .map(|t| now.duration_since(t).unwrap_or(Duration::ZERO).as_secs());
-        s.next_start_secs = self
-            .next_start_at
-            .map(|t| t.duration_since(now).unwrap_or(Duration::ZERO).as_secs_f64());
+        s.next_start_secs = self.next_start_at.map(|t| {
+            t.duration_since(now)
+                .unwrap_or(Duration::ZERO)
+                .as_secs_f64()
+        });
         s
     }
 }

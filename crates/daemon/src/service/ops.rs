@@ -85,7 +85,11 @@ enum Watch {
 impl OsProcesses {
     pub fn new(ctx: Arc<OsContext>, service: &str) -> Self {
         let group = ctx.tracking.group(service);
-        OsProcesses { ctx, group, watch: None }
+        OsProcesses {
+            ctx,
+            group,
+            watch: None,
+        }
     }
 
     fn plan(&mut self, spec: &ServiceSpec) -> Result<SpawnPlan, String> {
@@ -119,7 +123,8 @@ impl OsProcesses {
 }
 
 fn cstring(bytes: &[u8]) -> Result<CString, String> {
-    CString::new(bytes).map_err(|_| format!("{:?} contains a NUL byte", String::from_utf8_lossy(bytes)))
+    CString::new(bytes)
+        .map_err(|_| format!("{:?} contains a NUL byte", String::from_utf8_lossy(bytes)))
 }
 
 impl Processes for OsProcesses {
@@ -144,7 +149,9 @@ impl Processes for OsProcesses {
             self.group.started(spawned.pid);
             let program = spec.binary.display().to_string();
             let exec = read_exec_status(spawned.exec_status).await;
-            if let Err(e) = exec.and_then(|bytes| decode_exec_status(&program, &bytes).map_err(|e| e.to_string())) {
+            if let Err(e) = exec
+                .and_then(|bytes| decode_exec_status(&program, &bytes).map_err(|e| e.to_string()))
+            {
                 // The child exits at once; wait so that nothing of the
                 // failed attempt outlives this call.
                 let _ = exit_rx.await;
@@ -175,10 +182,16 @@ impl Processes for OsProcesses {
         if self.watch.is_some() {
             return;
         }
-        self.watch = Some(match self.group.watch_file().and_then(|p| inotify_modify(&p).ok()) {
-            Some(fd) => Watch::Events(fd),
-            None => Watch::Poll(Duration::from_millis(5)),
-        });
+        self.watch = Some(
+            match self
+                .group
+                .watch_file()
+                .and_then(|p| inotify_modify(&p).ok())
+            {
+                Some(fd) => Watch::Events(fd),
+                None => Watch::Poll(Duration::from_millis(5)),
+            },
+        );
     }
 
     fn unwatch(&mut self) {
@@ -216,12 +229,15 @@ impl Processes for OsProcesses {
 }
 
 async fn read_exec_status(fd: OwnedFd) -> Result<Vec<u8>, String> {
-    let fd = blackhole_os::asyncfd::register(fd).map_err(|e| format!("cannot watch the exec-status pipe: {e}"))?;
+    let fd = blackhole_os::asyncfd::register(fd)
+        .map_err(|e| format!("cannot watch the exec-status pipe: {e}"))?;
     let mut got = Vec::with_capacity(8);
     loop {
         let mut guard = fd.readable().await.map_err(|e| e.to_string())?;
         let mut buf = [0u8; 8];
-        match guard.try_io(|fd| nix::unistd::read(fd.get_ref(), &mut buf).map_err(std::io::Error::from)) {
+        match guard
+            .try_io(|fd| nix::unistd::read(fd.get_ref(), &mut buf).map_err(std::io::Error::from))
+        {
             Ok(Ok(0)) => return Ok(got),
             Ok(Ok(n)) => {
                 got.extend_from_slice(&buf[..n]);

@@ -164,7 +164,14 @@ impl Rig {
         let writer = LogWriter::start(dir.path().to_path_buf(), 1 << 20, 2).unwrap();
         let log = ServiceLog::new("svc", writer, false);
         let (tx, rx) = mpsc::channel(8);
-        let (actor, snapshot) = Actor::new(Arc::new(spec), fake.clone(), rx, EventBus::default(), log, Clock::default());
+        let (actor, snapshot) = Actor::new(
+            Arc::new(spec),
+            fake.clone(),
+            rx,
+            EventBus::default(),
+            log,
+            Clock::default(),
+        );
         tokio::spawn(actor.run());
         Rig {
             fake,
@@ -227,7 +234,10 @@ async fn crash_loop_backs_off_exponentially_then_fails() {
     rig.reach(State::Failed).await;
     let launches = rig.fake.launches();
     assert_eq!(launches.len(), 5, "5 failed runs, then it gives up");
-    let gaps: Vec<u64> = launches.windows(2).map(|w| (w[1] - w[0]).as_millis() as u64).collect();
+    let gaps: Vec<u64> = launches
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_millis() as u64)
+        .collect();
     assert_eq!(gaps, [1000, 2000, 4000, 8000]);
     let status = rig.snapshot.borrow().view();
     assert_eq!(status.restarts, 4);
@@ -261,7 +271,11 @@ async fn manual_restart_skips_the_backoff() {
     assert_eq!(s.state, State::Running);
     let after = rig.fake.launches();
     assert_eq!(after.len(), before.len() + 1);
-    assert_eq!(*after.last().unwrap(), Instant::now(), "started at once, no delay");
+    assert_eq!(
+        *after.last().unwrap(),
+        Instant::now(),
+        "started at once, no delay"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -272,7 +286,11 @@ async fn stubborn_process_is_killed_at_the_stop_timeout() {
     done(rig.send(|r| Command::Start(Some(r))).await);
     let t0 = Instant::now();
     let s = done(rig.send(|r| Command::Stop(Some(r))).await);
-    assert_eq!(Instant::now() - t0, Duration::from_secs(5), "SIGKILL exactly at stop_timeout");
+    assert_eq!(
+        Instant::now() - t0,
+        Duration::from_secs(5),
+        "SIGKILL exactly at stop_timeout"
+    );
     assert_eq!(rig.fake.world().signals, [Signal::TERM, Signal::KILL]);
     assert_eq!(s.last_exit.unwrap().signal.as_deref(), Some("SIGKILL"));
 }

@@ -30,7 +30,10 @@ impl Tracking {
     /// mount (`blackhole/<instance>`).
     pub fn detect(base_rel: &Path, allow_cgroups: bool) -> (Tracking, String) {
         if !allow_cgroups {
-            return (Tracking::Tree, "cgroups are turned off in the configuration".into());
+            return (
+                Tracking::Tree,
+                "cgroups are turned off in the configuration".into(),
+            );
         }
         let Some(v2) = cgroup::find_v2_mount() else {
             return (Tracking::Tree, "no cgroup v2 hierarchy is mounted".into());
@@ -39,7 +42,10 @@ impl Tracking {
         match std::fs::create_dir_all(&base) {
             Ok(()) => {
                 let why = if v2.controllers.is_empty() {
-                    format!("cgroup v2 at {} (no controllers there: membership and kill only)", v2.mount.display())
+                    format!(
+                        "cgroup v2 at {} (no controllers there: membership and kill only)",
+                        v2.mount.display()
+                    )
                 } else {
                     format!("cgroup v2 at {}", v2.mount.display())
                 };
@@ -47,7 +53,10 @@ impl Tracking {
             }
             Err(e) => (
                 Tracking::Tree,
-                format!("cannot create {} ({e}); tracking by process tree", base.display()),
+                format!(
+                    "cannot create {} ({e}); tracking by process tree",
+                    base.display()
+                ),
             ),
         }
     }
@@ -115,21 +124,27 @@ impl Group {
     /// Live processes of the service.
     pub fn members(&mut self) -> Vec<i32> {
         match self {
-            Group::Cgroup { cgroup: Some(cg), .. } => cg.pids(),
+            Group::Cgroup {
+                cgroup: Some(cg), ..
+            } => cg.pids(),
             Group::Cgroup { tree, .. } | Group::Tree(tree) => tree.members(),
         }
     }
 
     pub fn signal_all(&mut self, sig: i32) -> usize {
         match self {
-            Group::Cgroup { cgroup: Some(cg), .. } => cg.signal_all(sig),
+            Group::Cgroup {
+                cgroup: Some(cg), ..
+            } => cg.signal_all(sig),
             Group::Cgroup { tree, .. } | Group::Tree(tree) => tree.signal_all(sig),
         }
     }
 
     pub fn kill_all(&mut self) {
         match self {
-            Group::Cgroup { cgroup: Some(cg), .. } => {
+            Group::Cgroup {
+                cgroup: Some(cg), ..
+            } => {
                 if let Err(e) = cg.kill_all() {
                     tracing::warn!("cannot kill cgroup {}: {e}", cg.path().display());
                     cg.signal_all(libc::SIGKILL);
@@ -143,7 +158,9 @@ impl Group {
 
     pub fn is_empty(&mut self) -> bool {
         match self {
-            Group::Cgroup { cgroup: Some(cg), .. } => !cg.populated(),
+            Group::Cgroup {
+                cgroup: Some(cg), ..
+            } => !cg.populated(),
             Group::Cgroup { tree, .. } | Group::Tree(tree) => tree.is_empty(),
         }
     }

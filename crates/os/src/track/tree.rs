@@ -43,8 +43,11 @@ impl TreeGroup {
         let by_pid: HashMap<i32, &Stat> = table.iter().map(|s| (s.pid, s)).collect();
         let mut members: HashSet<i32> = HashSet::new();
         // Still alive and still the same process.
-        self.known
-            .retain(|pid, start| by_pid.get(pid).is_some_and(|s| s.starttime == *start && s.state != 'Z'));
+        self.known.retain(|pid, start| {
+            by_pid
+                .get(pid)
+                .is_some_and(|s| s.starttime == *start && s.state != 'Z')
+        });
         members.extend(self.known.keys().copied());
         for s in &table {
             if (s.session == leader || s.pgrp == leader) && s.state != 'Z' {

@@ -1,0 +1,419 @@
+//! The core promises, with real processes: start, stop, crash, backoff,
+//! escalation, disabled and broken services, escaping children, the
+//! orchestrator dying.
+
+use std::time::{Duration, Instant};
+
+use blackhole_api::State;
+use hyper::StatusCode;
+use nix::sys::signal::Signal;
+
+use crate::harness::{Stack, alive, testsvc, wait_for};
+
+const TERM_SCRIPT: &str = r#"trap 'echo "got TERM"; exit 0' TERM
+echo "started pid=$$"
+while :; do sleep 1 & wait $!; done"#;
+
+#[test]
+fn service_that_exits_on_sigterm_is_stopped_cleanly() {
+    let mut s = Stack::new();
+    s.script("web", TERM_SCRIPT);
+    s.up();
+    let running = s.wait_state("web", State::Running);
+    let pid = running.pid.unwrap();
+    let (code, body) = s.post("/v1/services/web/stop");
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(body["state"], "stopped");
+    assert_eq!(body["last_exit"]["reason"], "stopped");
+    assert_eq!(body["last_exit"]["code"], 0);
+    assert!(!alive(pid));
+    wait_for(
+        "the goodbye line in the log",
+        Duration::from_secs(5),
+        || {
+            s.log_lines("web")
+                .contains(&"got TERM".to_string())
+                .then_some(())
+        },
+    );
+}
+
+#[test]
+fn crashing_service_restarts_and_the_gaps_follow_the_backoff() {
+    let mut s = Stack::new();
+    s.script("crash", "echo started; exit 1");
+    s.write_config(
+        r#"
+[services.crash.restart]
+initial_delay = "200ms"
+multiplier = 2.0
+jitter = 0.0
+max_attempts = 0
+"#,
+    );
+    s.up();
+    s.wait_status(
+        "crash",
+        "restarted 4 times",
+        Duration::from_secs(20),
+        |st| st.restarts >= 4,
+    );
+    let text = std::fs::read_to_string(s.log_file("crash")).unwrap();
+    let starts: Vec<f64> = text
+        .lines()
+        .filter(|l| l.ends_with(" started"))
+        .map(|l| {
+            let ts = l.split(' ').next().unwrap();
+            let t = humantime::parse_rfc3339(ts).unwrap();
+            t.duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64()
+        })
+        .collect();
+    assert!(starts.len() >= 5, "{text}");
+    let gaps: Vec<f64> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+    for (i, expected) in [0.2, 0.4, 0.8, 1.6].iter().enumerate() {
+        assert!(
+            gaps[i] >= expected - 0.005 && gaps[i] < expected + 0.5,
+            "gap {i} was {:.3}s, expected about {expected}s: {gaps:?}",
+            gaps[i]
+        );
+    }
+    let st = s.status("crash");
+    assert!(st.restarts >= 4);
+    assert_eq!(st.last_exit.unwrap().code, Some(1));
+}
+
+#[test]
+fn service_ignoring_sigterm_is_killed_at_its_stop_timeout() {
+    let mut s = Stack::new();
+    let bin = testsvc();
+    s.write_config(&format!(
+        r#"
+[services.stubborn]
+binary_path = "{}"
+args = ["ignore-term"]
+stop_timeout = "400ms"
+"#,
+        bin.display()
+    ));
+    s.up();
+    let pid = s.wait_state("stubborn", State::Running).pid.unwrap();
+    // Let it install its handler before the stop.
+    wait_for(
+        "the service to announce itself",
+        Duration::from_secs(5),
+        || {
+            s.log_lines("stubborn")
+                .iter()
+                .any(|l| l.contains("ignoring SIGTERM"))
+                .then_some(())
+        },
+    );
+    let t0 = Instant::now();
+    let (code, body) = s.post("/v1/services/stubborn/stop");
+    let took = t0.elapsed();
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert!(
+        took >= Duration::from_millis(400),
+        "stopped after {took:?}, before the timeout"
+    );
+    assert_eq!(body["last_exit"]["signal"], "SIGKILL");
+    assert!(!alive(pid));
+}
+
+#[test]
+fn disabled_service_is_not_started_by_up_but_can_be_started_by_hand() {
+    let mut s = Stack::new();
+    s.script("on", TERM_SCRIPT);
+    s.script("off", TERM_SCRIPT);
+    s.write_config("[services.off]\nenabled = false\n");
+    s.up();
+    s.wait_state("on", State::Running);
+    let off = s.status("off");
+    assert_eq!(off.state, State::Stopped);
+    assert!(!off.enabled);
+    assert!(off.pid.is_none());
+    let (code, body) = s.post("/v1/services/off/start");
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(body["state"], "running");
+}
+
+#[test]
+fn missing_binary_is_a_clear_error_and_the_others_still_run() {
+    let mut s = Stack::new();
+    s.script("good", TERM_SCRIPT);
+    s.write_config(
+        r#"
+[services.ghost]
+binary_path = "bin/does-not-exist"
+[services.ghost.restart]
+max_attempts = 2
+initial_delay = "50ms"
+"#,
+    );
+    s.up();
+    s.wait_state("good", State::Running);
+    let ghost = s.wait_state("ghost", State::Failed);
+    let err = ghost.last_error.unwrap();
+    assert!(
+        err.contains("does-not-exist") && err.contains("No such file"),
+        "{err}"
+    );
+    assert_eq!(s.status("good").state, State::Running);
+    // The startup output named the problem with its place in the file.
+    let out = s.orchestrator_output();
+    assert!(out.contains("blackhole.toml:3:15"), "{out}");
+}
+
+#[test]
+fn invalid_service_configuration_does_not_stop_the_others() {
+    let mut s = Stack::new();
+    s.script("good", TERM_SCRIPT);
+    s.script("bad", TERM_SCRIPT);
+    s.write_config("[services.bad]\nstop_signal = \"SIGWHAT\"\n");
+    s.up();
+    s.wait_state("good", State::Running);
+    let bad = s.status("bad");
+    assert_eq!(bad.state, State::Failed);
+    let err = bad.last_error.unwrap();
+    assert!(
+        err.contains("blackhole.toml:2:15") && err.contains("unknown signal"),
+        "{err}"
+    );
+    let (code, body) = s.post("/v1/services/bad/start");
+    assert_eq!(code, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "conflict");
+}
+
+fn setsid_child_dies_with_its_service(cgroups: &str) {
+    let mut s = Stack::new();
+    s.write_config(&format!(
+        r#"
+[orchestrator]
+cgroups = "{cgroups}"
+[services.parent]
+binary_path = "{}"
+args = ["setsid-child"]
+stop_timeout = "500ms"
+"#,
+        testsvc().display()
+    ));
+    s.up();
+    let parent = s.wait_state("parent", State::Running).pid.unwrap();
+    let child: u32 = wait_for(
+        "the child's pid in the log",
+        Duration::from_secs(10),
+        || {
+            s.log_lines("parent").iter().find_map(|l| {
+                l.strip_prefix("child pid=")
+                    .and_then(|p| p.trim().parse().ok())
+            })
+        },
+    );
+    assert!(alive(child));
+    let (code, body) = s.post("/v1/services/parent/stop");
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert!(!alive(parent), "the service itself is gone");
+    assert!(
+        !alive(child),
+        "the setsid child escaped the stop ({cgroups})"
+    );
+}
+
+#[test]
+fn setsid_child_dies_with_its_service_tracked_by_cgroup() {
+    setsid_child_dies_with_its_service("auto");
+}
+
+#[test]
+fn setsid_child_dies_with_its_service_tracked_by_process_tree() {
+    setsid_child_dies_with_its_service("off");
+}
+
+#[test]
+fn orchestrator_killed_with_sigkill_takes_its_services_along() {
+    let mut s = Stack::new();
+    for name in ["a", "b", "c"] {
+        s.script(name, TERM_SCRIPT);
+    }
+    s.up();
+    let pids: Vec<u32> = ["a", "b", "c"]
+        .iter()
+        .map(|n| s.wait_state(n, State::Running).pid.unwrap())
+        .collect();
+    s.kill9();
+    wait_for(
+        "every service to die with the orchestrator",
+        Duration::from_secs(2),
+        || pids.iter().all(|p| !alive(*p)).then_some(()),
+    );
+}
+
+#[test]
+fn start_of_a_running_service_never_makes_a_second_instance() {
+    let mut s = Stack::new();
+    s.script("one", TERM_SCRIPT);
+    s.up();
+    let first = s.wait_state("one", State::Running).pid;
+    for _ in 0..3 {
+        let (code, body) = s.post("/v1/services/one/start");
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(body["pid"].as_u64().map(|p| p as u32), first);
+    }
+    assert_eq!(s.status("one").restarts, 0);
+}
+
+#[test]
+fn sigterm_to_the_orchestrator_stops_everything_and_exits_zero() {
+    let mut s = Stack::new();
+    for name in ["a", "b"] {
+        s.script(name, TERM_SCRIPT);
+    }
+    s.up();
+    let pids: Vec<u32> = ["a", "b"]
+        .iter()
+        .map(|n| s.wait_state(n, State::Running).pid.unwrap())
+        .collect();
+    s.signal(Signal::SIGTERM);
+    assert_eq!(s.wait_exit(Duration::from_secs(15)), Some(0));
+    assert!(pids.iter().all(|p| !alive(*p)));
+    assert!(!s.socket.exists(), "the socket is removed");
+    for name in ["a", "b"] {
+        assert!(
+            s.log_lines(name).contains(&"got TERM".to_string()),
+            "{name} got its stop signal"
+        );
+    }
+}
+
+#[test]
+fn second_interrupt_kills_everything_at_once() {
+    let mut s = Stack::new();
+    s.write_config(&format!(
+        r#"
+[orchestrator]
+shutdown_timeout = "60s"
+[services.stubborn]
+binary_path = "{}"
+args = ["ignore-term"]
+"#,
+        testsvc().display()
+    ));
+    s.up();
+    let pid = s.wait_state("stubborn", State::Running).pid.unwrap();
+    wait_for("the handler", Duration::from_secs(5), || {
+        s.log_lines("stubborn")
+            .iter()
+            .any(|l| l.contains("ignoring"))
+            .then_some(())
+    });
+    s.signal(Signal::SIGINT);
+    s.wait_state("stubborn", State::Stopping);
+    let t0 = Instant::now();
+    s.signal(Signal::SIGINT);
+    assert_eq!(s.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    assert!(!alive(pid));
+}
+
+#[test]
+fn lines_written_just_before_exit_are_all_kept() {
+    let mut s = Stack::new();
+    s.script(
+        "burst",
+        "i=0; while [ $i -lt 2000 ]; do i=$((i+1)); echo \"line $i\"; done; echo oops >&2; printf 'no newline at the end'; exit 3",
+    );
+    s.write_config("[services.burst.restart]\npolicy = \"never\"\n");
+    s.up();
+    s.wait_state("burst", State::Failed);
+    let lines = wait_for("all lines in the file", Duration::from_secs(10), || {
+        let l = s.log_lines("burst");
+        (l.len() >= 2002).then_some(l)
+    });
+    assert_eq!(lines.len(), 2002);
+    // stdout and stderr are separate pipes: only each one's order is kept.
+    assert_eq!(lines.iter().filter(|l| *l == "oops").count(), 1);
+    let stdout: Vec<&String> = lines.iter().filter(|l| *l != "oops").collect();
+    assert_eq!(stdout[0], "line 1");
+    assert_eq!(stdout[1999], "line 2000");
+    assert_eq!(stdout[2000], "no newline at the end");
+}
+
+#[test]
+fn service_lines_are_structured_events_in_the_orchestrators_log() {
+    let mut s = Stack::new();
+    s.script(
+        "talker",
+        "echo 'hello out'; echo 'hello err' >&2; exec sleep 60",
+    );
+    s.up_with(&["--log-format", "json"]);
+    s.wait_state("talker", State::Running);
+    let events = wait_for(
+        "both lines in the orchestrator's log",
+        Duration::from_secs(10),
+        || {
+            let out = s.orchestrator_output();
+            let events: Vec<serde_json::Value> = out
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            let found = |text: &str| events.iter().any(|e| e["message"] == text);
+            (found("hello out") && found("hello err")).then_some(events)
+        },
+    );
+    let out = events.iter().find(|e| e["message"] == "hello out").unwrap();
+    assert_eq!(out["service"], "talker");
+    assert_eq!(out["stream"], "stdout");
+    assert_eq!(out["level"], "INFO");
+    assert!(out["pid"].as_u64().unwrap() > 0);
+    let err = events.iter().find(|e| e["message"] == "hello err").unwrap();
+    assert_eq!(err["stream"], "stderr");
+    assert_eq!(err["level"], "WARN");
+}
+
+#[test]
+fn clean_environment_and_working_directory() {
+    let mut s = Stack::new();
+    s.script(
+        "env",
+        "env | sort; echo \"cwd=$(pwd)\"; echo \"args=$*\"; exec sleep 60",
+    );
+    s.write_config(
+        "[services.env]\nenvironment = { EXTRA = \"yes\", MULTI = \"a\\nb\" }\nmemory_limit = 64\nenv_file = [\"one.env\"]\n",
+    );
+    std::fs::write(
+        s.path().join("one.env"),
+        "FROM_FILE=1\nEXTRA=overridden-by-environment\n",
+    )
+    .unwrap();
+    // SAFETY: tests in this binary do not read this variable concurrently.
+    unsafe { std::env::set_var("BH_TEST_LEAK", "must-not-appear") };
+    s.up();
+    s.wait_state("env", State::Running);
+    let lines = wait_for("the environment dump", Duration::from_secs(10), || {
+        let l = s.log_lines("env");
+        l.iter().any(|x| x.starts_with("args=")).then_some(l)
+    });
+    let data = s.services.join("env/data");
+    let get = |k: &str| {
+        lines
+            .iter()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")).map(str::to_string))
+    };
+    assert_eq!(get("HOME").unwrap(), data.display().to_string());
+    assert_eq!(get("cwd").unwrap(), data.display().to_string());
+    assert_eq!(get("BLACKHOLE_SERVICE").unwrap(), "env");
+    assert_eq!(get("EXTRA").unwrap(), "yes");
+    assert_eq!(get("FROM_FILE").unwrap(), "1");
+    assert_eq!(get("GOMEMLIMIT").unwrap(), "64MiB");
+    assert_eq!(get("TMPDIR").unwrap(), get("TMP").unwrap());
+    assert!(get("PATH").is_some());
+    assert_eq!(get("args").unwrap(), "--service env --log-level info");
+    assert!(get("MULTI").is_some(), "a value with a newline is passed");
+    assert!(
+        !lines.iter().any(|l| l.contains("BH_TEST_LEAK")),
+        "the orchestrator's environment leaked"
+    );
+    assert!(data.is_dir(), "the data dir was created");
+}

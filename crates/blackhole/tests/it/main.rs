@@ -1,0 +1,8 @@
+//! The integration tests: one binary (one link step), real processes.
+
+mod api;
+mod cli;
+mod harness;
+mod lifecycle;
+mod logfiles;
+mod reload;
