@@ -44,6 +44,32 @@ pub struct ServiceStatus {
     /// The binary that runs.
     #[serde(default)]
     pub binary: String,
+    /// The last readiness check, when one is configured and has run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<ProbeStatus>,
+    /// The last liveness check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness: Option<ProbeStatus>,
+    /// What the service last said with sd_notify `STATUS=`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_text: Option<String>,
+    /// The main process the service announced with `MAINPID=`, when it
+    /// differs from `pid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub main_pid: Option<u32>,
+}
+
+/// The last result of a readiness or liveness check.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProbeStatus {
+    /// `http`, `tcp`, `exec`, `notify`, `fd`, `log`.
+    pub kind: String,
+    pub ok: bool,
+    pub message: String,
+    /// When it ran (RFC 3339).
+    pub at: String,
+    /// Consecutive failures so far.
+    pub failures: u32,
 }
 
 /// How the last run ended: `{"code": 1, ...}` or `{"signal": "SIGKILL", ...}`.

@@ -214,6 +214,9 @@ pub enum Input {
     GroupEmpty,
     StopTimedOut,
     BackoffElapsed,
+    /// The service asked for more time (sd_notify `EXTEND_TIMEOUT_USEC`):
+    /// the pending start or stop timeout now ends this far from now.
+    ExtendTimeout(Duration),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -262,8 +265,8 @@ impl Policy {
             success_exit_codes: spec.success_exit_codes.clone(),
             stop_signal: spec.stop_signal,
             stop_timeout: spec.stop_timeout,
-            needs_readiness: false,
-            start_timeout: None,
+            needs_readiness: spec.readiness.is_some(),
+            start_timeout: spec.start_timeout,
         }
     }
 }
@@ -530,6 +533,15 @@ impl Machine {
                     fx.push(Effect::KillAll);
                 }
             }
+            Input::ExtendTimeout(d) => match self.state {
+                Starting if self.policy.start_timeout.is_some() => {
+                    fx.push(Effect::Arm(Timer::StartTimeout, d))
+                }
+                Stopping if self.stop.as_ref().is_some_and(|s| !s.killed) => {
+                    fx.push(Effect::Arm(Timer::StopKill, d))
+                }
+                _ => {}
+            },
             Input::BackoffElapsed => {
                 if self.state == Restarting {
                     self.restarts += 1;

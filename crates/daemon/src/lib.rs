@@ -158,7 +158,8 @@ async fn run(config: Config, source: Source) -> Result<(), String> {
         }
     };
 
-    let base_rel = PathBuf::from("blackhole").join(instance_name(&orch.state_dir));
+    let instance = instance_name(&orch.state_dir);
+    let base_rel = PathBuf::from("blackhole").join(&instance);
     let allow_cgroups = orch.cgroups != blackhole_core::config::CgroupMode::Off;
     let (tracking, why) = Tracking::detect(&base_rel, allow_cgroups);
     tracing::info!("process tracking: {why}");
@@ -178,6 +179,7 @@ async fn run(config: Config, source: Source) -> Result<(), String> {
         tracking: tracking.clone(),
         base_env: BaseEnv::from_process(),
         nofile,
+        instance,
     });
 
     let listener = state_dir::bind_socket(&orch.socket, 0o600)?;

@@ -11,16 +11,20 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use blackhole_api::{ReloadReport, ServiceStatus, codes};
+use blackhole_api::{ReloadReport, ServiceStatus, State, codes};
 use blackhole_core::config::{self, Config, FsDiscovery, LoadOptions, ServiceSpec};
 use blackhole_core::diff;
+use blackhole_core::graph;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::events::EventBus;
 use crate::logs::{LogWriter, ServiceLog};
-use crate::service::{Actor, Clock, Command, OsContext, OsProcesses, Outcome, ServiceHandle};
+use crate::service::deps::{DepWatch, Deps, WithWatch};
+use crate::service::{
+    Actor, Clock, Command, OsContext, OsProcesses, Outcome, ServiceHandle, Snapshot,
+};
 use crate::telemetry::Telemetry;
 
 /// An error for an API caller: HTTP status, code, message.
@@ -105,6 +109,9 @@ pub struct Supervisor {
     services: BTreeMap<String, ServiceHandle>,
     tasks: Vec<(String, JoinHandle<()>)>,
     invalid: BTreeMap<String, String>,
+    /// Snapshots of invalid services, so that their dependents can watch
+    /// them like any other (they read as failed).
+    invalid_watch: BTreeMap<String, watch::Sender<Snapshot>>,
     ctx: Arc<OsContext>,
     writer: LogWriter,
     events: EventBus,
@@ -136,6 +143,7 @@ impl Supervisor {
             services: BTreeMap::new(),
             tasks: Vec::new(),
             invalid,
+            invalid_watch: BTreeMap::new(),
             ctx,
             writer,
             events,
@@ -214,19 +222,41 @@ impl Supervisor {
 
         let specs: Vec<ServiceSpec> = self.config.services.values().cloned().collect();
         for spec in specs {
-            let enabled = spec.enabled;
-            let name = spec.name.clone();
             self.spawn_actor(spec, None);
-            if enabled {
-                self.send(&name, Command::Start(None));
+        }
+        self.refresh_invalid_watches();
+        self.wire_dependencies();
+        let enabled: Vec<String> = self
+            .config
+            .services
+            .values()
+            .filter(|s| s.enabled)
+            .map(|s| s.name.clone())
+            .collect();
+        for name in &enabled {
+            self.send(name, Command::Start(None));
+        }
+        // What enabled services depend on comes up too, even if disabled.
+        let mut asked: std::collections::BTreeSet<&str> =
+            enabled.iter().map(String::as_str).collect();
+        let edges = self.edges();
+        for name in &enabled {
+            for dep in graph::closure(&edges, name) {
+                if asked.insert(dep) && self.services.contains_key(dep) {
+                    tracing::info!(
+                        service = dep,
+                        "starting it (it is disabled) because `{name}` depends on it"
+                    );
+                    self.send(dep, Command::Start(None));
+                }
             }
         }
+        drop(edges);
         self.publish_registry();
-        let enabled = self.config.services.values().filter(|s| s.enabled).count();
         tracing::info!(
             "supervising {} services ({} enabled, {} invalid)",
             self.config.services.len() + self.invalid.len(),
-            enabled,
+            enabled.len(),
             self.invalid.len()
         );
 
@@ -305,12 +335,22 @@ impl Supervisor {
             .get(name)
             .ok_or_else(|| ApiError::not_found(name))?;
         let (tx, rx) = oneshot::channel();
+        let commands = handle.commands.clone();
         let cmd = match action {
-            Action::Start => Command::Start(Some(tx)),
+            Action::Start | Action::Restart => {
+                // Like `systemctl start` with Requires=: what it needs
+                // comes up first (the service itself waits, blocked, for
+                // its conditions).
+                self.start_dependencies(name);
+                if action == Action::Start {
+                    Command::Start(Some(tx))
+                } else {
+                    Command::Restart(Some(tx))
+                }
+            }
             Action::Stop => Command::Stop(Some(tx)),
-            Action::Restart => Command::Restart(Some(tx)),
         };
-        handle.commands.try_send(cmd).map_err(|_| {
+        commands.try_send(cmd).map_err(|_| {
             ApiError::new(
                 503,
                 codes::UNAVAILABLE,
@@ -347,6 +387,8 @@ impl Supervisor {
         };
         let warnings: Vec<String> = loaded.diagnostics.iter().map(|d| d.short()).collect();
         let plan = diff::plan(&self.config, &new);
+        // Starts wait until every service knows its new dependencies.
+        let mut deferred: Vec<(String, bool)> = Vec::new();
         let mut report = ReloadReport {
             warnings,
             ..ReloadReport::default()
@@ -387,7 +429,7 @@ impl Supervisor {
             let enabled = spec.enabled;
             self.spawn_actor(spec, None);
             if enabled {
-                self.send(name, Command::Start(None));
+                deferred.push((name.clone(), false));
                 report.started.push(name.clone());
             } else {
                 report.unchanged.push(name.clone());
@@ -402,7 +444,7 @@ impl Supervisor {
                 let enabled = spec.enabled;
                 self.spawn_actor((*spec).clone(), None);
                 if enabled {
-                    self.send(name, Command::Start(None));
+                    deferred.push((name.clone(), false));
                     report.started.push(name.clone());
                 }
                 continue;
@@ -410,7 +452,7 @@ impl Supervisor {
             let running = self.services[name].status().state.has_process();
             self.send(name, Command::Update(spec.clone()));
             if running || spec.enabled {
-                self.send(name, Command::Restart(None));
+                deferred.push((name.clone(), true));
                 report.restarted.push(name.clone());
             } else {
                 report.updated.push(name.clone());
@@ -422,7 +464,7 @@ impl Supervisor {
         }
         for name in &plan.enable {
             self.send(name, Command::Update(Arc::new(new.services[name].clone())));
-            self.send(name, Command::Start(None));
+            deferred.push((name.clone(), false));
             report.started.push(name.clone());
         }
         for name in &plan.disable {
@@ -435,47 +477,191 @@ impl Supervisor {
 
         self.invalid = new.invalid.clone();
         self.config = new;
+        self.refresh_invalid_watches();
+        self.wire_dependencies();
+        for (name, restart) in deferred {
+            if restart {
+                self.start_dependencies(&name);
+                self.send(&name, Command::Restart(None));
+            } else {
+                self.start_with_dependencies(&name, None);
+            }
+        }
         self.publish_registry();
         self.events
             .publish("", "reload", None, None, None, summary(&report));
         Ok(report)
     }
 
-    /// Asks every service to stop; the receiver fires when all have.
+    /// Asks every service to stop, dependents before what they depend on;
+    /// the receiver fires when all have stopped.
     fn begin_shutdown(&mut self) -> oneshot::Receiver<()> {
         self.events
             .publish("", "orchestrator", None, None, None, "shutting down".into());
-        let mut replies = Vec::new();
-        for h in self.services.values() {
-            let (tx, rx) = oneshot::channel();
-            if h.commands.try_send(Command::Shutdown(Some(tx))).is_ok() {
-                replies.push(rx);
-            }
-        }
+        let edges = self.edges();
+        let mut waves: Vec<Vec<ServiceHandle>> = graph::levels(&edges)
+            .into_iter()
+            .rev()
+            .map(|level| {
+                level
+                    .iter()
+                    .filter_map(|n| self.services.get(n).cloned())
+                    .collect()
+            })
+            .collect();
+        // Services outside the levels (none unless the graph is broken)
+        // still stop, first.
+        let placed: std::collections::BTreeSet<&str> =
+            waves.iter().flatten().map(|h| h.name.as_str()).collect();
+        let rest: Vec<ServiceHandle> = self
+            .services
+            .values()
+            .filter(|h| !placed.contains(h.name.as_str()))
+            .cloned()
+            .collect();
+        drop(placed);
+        waves.insert(0, rest);
         let timeout = self.config.orchestrator.shutdown_timeout;
         let handles: Vec<ServiceHandle> = self.services.values().cloned().collect();
         let (done_tx, done_rx) = oneshot::channel();
         tokio::spawn(async move {
-            let all = futures_util::future::join_all(replies);
-            tokio::pin!(all);
-            // Each service escalates at its own stop_timeout; this is the
-            // orchestrator-wide bound on top of them.
-            if tokio::time::timeout(timeout + Duration::from_millis(500), &mut all)
-                .await
-                .is_err()
-            {
-                tracing::warn!(
-                    "services still running after shutdown_timeout ({}): killing them",
-                    humantime::format_duration(timeout)
-                );
-                for h in &handles {
-                    let _ = h.commands.try_send(Command::Kill);
+            let deadline = tokio::time::Instant::now() + timeout + Duration::from_millis(500);
+            let mut late = false;
+            for wave in waves {
+                let mut replies = Vec::new();
+                for h in &wave {
+                    let (tx, rx) = oneshot::channel();
+                    if h.commands.try_send(Command::Shutdown(Some(tx))).is_ok() {
+                        replies.push(rx);
+                    }
                 }
-                all.await;
+                let all = futures_util::future::join_all(replies);
+                tokio::pin!(all);
+                // Each service escalates at its own stop_timeout; this is
+                // the orchestrator-wide bound on top of them.
+                if late || tokio::time::timeout_at(deadline, &mut all).await.is_err() {
+                    if !late {
+                        tracing::warn!(
+                            "services still running after shutdown_timeout ({}): killing them",
+                            humantime::format_duration(timeout)
+                        );
+                    }
+                    late = true;
+                    for h in &handles {
+                        let _ = h.commands.try_send(Command::Kill);
+                    }
+                    all.await;
+                }
             }
             let _ = done_tx.send(());
         });
         done_rx
+    }
+
+    /// `name -> what it depends on`, for every valid service.
+    fn edges(&self) -> graph::Edges<'_> {
+        self.config
+            .services
+            .iter()
+            .map(|(n, s)| {
+                (
+                    n.as_str(),
+                    s.depends_on.iter().map(|d| d.name.as_str()).collect(),
+                )
+            })
+            .collect()
+    }
+
+    /// Starts `name` after asking what it depends on to start.
+    fn start_with_dependencies(&self, name: &str, reply: Option<crate::service::Reply>) {
+        self.start_dependencies(name);
+        self.send(name, Command::Start(reply));
+    }
+
+    /// Starts every service `name` depends on, directly or not, that is
+    /// down. A completed oneshot is not run again; one that is waiting or
+    /// backing off is left to it.
+    fn start_dependencies(&self, name: &str) {
+        let edges = self.edges();
+        for dep in graph::closure(&edges, name) {
+            let Some(h) = self.services.get(dep) else {
+                continue;
+            };
+            let st = h.status();
+            let down = match st.state {
+                State::Stopped | State::Failed => true,
+                State::Exited => st.kind != "oneshot",
+                _ => false,
+            };
+            if down {
+                tracing::info!(service = dep, "starting it because `{name}` depends on it");
+                self.send(dep, Command::Start(None));
+            }
+        }
+    }
+
+    /// Keeps a snapshot channel for every invalid service.
+    fn refresh_invalid_watches(&mut self) {
+        self.invalid_watch
+            .retain(|n, _| self.invalid.contains_key(n));
+        for (name, error) in &self.invalid {
+            let status = crate::service::invalid_status(name, error);
+            let snapshot = Snapshot {
+                status,
+                started: None,
+                next_start_at: None,
+                runs: 0,
+            };
+            match self.invalid_watch.get(name) {
+                Some(tx) => {
+                    tx.send_replace(snapshot);
+                }
+                None => {
+                    self.invalid_watch
+                        .insert(name.clone(), watch::channel(snapshot).0);
+                }
+            }
+        }
+    }
+
+    fn watch_of(&self, name: &str) -> Option<watch::Receiver<Snapshot>> {
+        match self.services.get(name) {
+            Some(h) => Some(h.snapshot.clone()),
+            None => self.invalid_watch.get(name).map(|tx| tx.subscribe()),
+        }
+    }
+
+    /// Gives every service the snapshots of what it depends on and
+    /// restarts with.
+    fn wire_dependencies(&self) {
+        for (name, spec) in &self.config.services {
+            let mut deps = Deps::default();
+            for d in &spec.depends_on {
+                if let Some(rx) = self.watch_of(&d.name) {
+                    deps.on.push(DepWatch {
+                        name: d.name.clone(),
+                        condition: d.condition,
+                        rx,
+                    });
+                }
+            }
+            for other in &spec.restart_with {
+                if let Some(rx) = self.watch_of(other) {
+                    let seen_runs = rx.borrow().runs;
+                    deps.with.push(WithWatch {
+                        name: other.clone(),
+                        rx,
+                        seen_runs,
+                    });
+                }
+            }
+            if !deps.is_empty() {
+                self.send(name, Command::SetDeps(deps));
+            } else if self.services.contains_key(name) {
+                // A reload may have removed the last dependency.
+                self.send(name, Command::SetDeps(Deps::default()));
+            }
+        }
     }
 
     fn force_kill(&self, why: &str) {

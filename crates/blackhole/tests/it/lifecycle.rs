@@ -21,6 +21,13 @@ fn service_that_exits_on_sigterm_is_stopped_cleanly() {
     s.up();
     let running = s.wait_state("web", State::Running);
     let pid = running.pid.unwrap();
+    // Its trap is set once it says it started.
+    wait_for("the service to start", Duration::from_secs(10), || {
+        s.log_lines("web")
+            .iter()
+            .any(|l| l.starts_with("started"))
+            .then_some(())
+    });
     let (code, body) = s.post("/v1/services/web/stop");
     assert_eq!(code, StatusCode::OK, "{body}");
     assert_eq!(body["state"], "stopped");

@@ -3,6 +3,8 @@
 mod api;
 mod cli;
 mod harness;
+mod health;
 mod lifecycle;
 mod logfiles;
+mod order;
 mod reload;

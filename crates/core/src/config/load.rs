@@ -18,8 +18,11 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::diag::{Diagnostic, Severity, SourceText};
 use super::discovery::{Discover, check_executable};
-use super::raw::{RawOrchestrator, RawRestart, RawService, RestartPolicy};
-use super::spec::{OrchestratorSpec, Origin, RestartSpec, ServiceSpec};
+use super::raw::{
+    Condition, ProbeKind, RawOrchestrator, RawProbe, RawRestart, RawService, RestartPolicy,
+    ServiceKind,
+};
+use super::spec::{Check, Dependency, OrchestratorSpec, Origin, Probe, RestartSpec, ServiceSpec};
 use super::value::validate_service_name;
 use crate::backoff::Backoff;
 use crate::signal::Signal;
@@ -190,6 +193,9 @@ pub fn load_text(
     let mut invalid = BTreeMap::new();
     let mut configured = BTreeSet::new();
     let mut explicit_binary = BTreeSet::new();
+    // Where each service's `depends_on` and `restart_with` are written,
+    // for errors found once every service is known.
+    let mut dep_spans: BTreeMap<String, DepSpans> = BTreeMap::new();
 
     for (name, value) in raw_services {
         let name_span = name.span();
@@ -203,6 +209,10 @@ pub fn load_text(
         configured.insert(name.clone());
         let line = src.locate(name_span.clone()).map_or(0, |l| l.line);
         let spans = SpanIndex(Some(&value));
+        dep_spans.insert(
+            name.clone(),
+            (spans.span(&["depends_on"]), spans.span(&["restart_with"])),
+        );
         let value_span = value.span();
         let parsed = match value.get_ref() {
             DeValue::Table(_) => RawService::deserialize(ValueDeserializer::from(value.clone())),
@@ -298,6 +308,8 @@ pub fn load_text(
         }
         diags.push(diag);
     }
+
+    check_dependencies(src, &mut services, &mut invalid, &dep_spans, &mut diags);
 
     if discovery.dir_missing {
         let message = "services folder does not exist";
@@ -492,6 +504,47 @@ fn resolve_service(
         diags.push(ctx.error("memory_limit must be at least 1 MiB", &["memory_limit"]));
     }
 
+    let kind = raw.kind.unwrap_or_default();
+    let depends_on: Vec<Dependency> = raw
+        .depends_on
+        .iter()
+        .flat_map(|d| d.0.iter())
+        .map(|(name, condition)| Dependency {
+            name: name.clone(),
+            condition: *condition,
+        })
+        .collect();
+    let readiness = raw
+        .readiness
+        .as_ref()
+        .and_then(|p| resolve_probe(ctx, p, "readiness", diags));
+    if readiness.is_some() && kind == ServiceKind::Oneshot {
+        diags.push(ctx.error(
+            "readiness does not apply to a oneshot service: it is ready when it completes",
+            &["readiness"],
+        ));
+    }
+    let liveness = raw
+        .liveness
+        .as_ref()
+        .and_then(|p| resolve_probe(ctx, p, "liveness", diags));
+    let start_timeout = match (raw.start_timeout, &readiness) {
+        (Some(t), _) if t.0.is_zero() => {
+            diags.push(ctx.error("start_timeout must be longer than zero", &["start_timeout"]));
+            None
+        }
+        (Some(t), _) => Some(t.0),
+        (None, Some(_)) => Some(DEFAULT_START_TIMEOUT),
+        (None, None) => None,
+    };
+    let watchdog = raw.watchdog_timeout.map(|t| t.0);
+    if watchdog.is_some_and(|w| w.is_zero()) {
+        diags.push(ctx.error(
+            "watchdog_timeout must be longer than zero",
+            &["watchdog_timeout"],
+        ));
+    }
+
     Some(ServiceSpec {
         name: name.to_string(),
         origin,
@@ -511,7 +564,310 @@ fn resolve_service(
         restart,
         log_max_size,
         log_max_files: log_max_files.max(1),
+        depends_on,
+        restart_with: raw.restart_with.clone().unwrap_or_default(),
+        readiness,
+        liveness,
+        start_timeout,
+        watchdog,
     })
+}
+
+/// Kubernetes' probe defaults.
+const PROBE_PERIOD: Duration = Duration::from_secs(10);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// systemd's default for a unit that signals readiness.
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(90);
+
+fn resolve_probe(
+    ctx: &ServiceCtx,
+    raw: &RawProbe,
+    which: &'static str,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Probe> {
+    let errors_before = diags.len();
+    let Some(kind) = raw.kind else {
+        diags.push(ctx.error(
+            format!("{which}.kind is required: one of notify, fd, exec, http, tcp, log"),
+            &[which],
+        ));
+        return None;
+    };
+    if which == "liveness" && !matches!(kind, ProbeKind::Exec | ProbeKind::Http | ProbeKind::Tcp) {
+        diags.push(ctx.error(
+            format!(
+                "liveness.kind = \"{kind}\" cannot detect a hang; use exec, http or tcp \
+                 (for sd_notify services, watchdog_timeout is the liveness check)"
+            ),
+            &[which, "kind"],
+        ));
+        return None;
+    }
+    // Keys that belong to other kinds are mistakes, not no-ops.
+    let periodic = matches!(kind, ProbeKind::Exec | ProbeKind::Http | ProbeKind::Tcp);
+    let present: [(&str, bool, bool); 12] = [
+        ("url", raw.url.is_some(), kind == ProbeKind::Http),
+        ("headers", raw.headers.is_some(), kind == ProbeKind::Http),
+        (
+            "expected_status",
+            raw.expected_status.is_some(),
+            kind == ProbeKind::Http,
+        ),
+        ("command", raw.command.is_some(), kind == ProbeKind::Exec),
+        ("address", raw.address.is_some(), kind == ProbeKind::Tcp),
+        ("pattern", raw.pattern.is_some(), kind == ProbeKind::Log),
+        ("fd", raw.fd.is_some(), kind == ProbeKind::Fd),
+        ("period", raw.period.is_some(), periodic),
+        ("timeout", raw.timeout.is_some(), periodic),
+        (
+            "success_threshold",
+            raw.success_threshold.is_some(),
+            periodic,
+        ),
+        (
+            "failure_threshold",
+            raw.failure_threshold.is_some(),
+            periodic,
+        ),
+        ("initial_delay", raw.initial_delay.is_some(), periodic),
+    ];
+    for (key, set, applies) in present {
+        if set && !applies {
+            diags.push(ctx.error(
+                format!("{which}.{key} does not apply to kind = \"{kind}\""),
+                &[which, key],
+            ));
+        }
+    }
+    let require = |diags: &mut Vec<Diagnostic>, key: &str| {
+        diags.push(ctx.error(
+            format!("{which}.{key} is required for kind = \"{kind}\""),
+            &[which],
+        ));
+    };
+    let check = match kind {
+        ProbeKind::Notify => Check::Notify,
+        ProbeKind::Fd => {
+            let fd = raw.fd.unwrap_or(3);
+            if !(3..=1023).contains(&fd) {
+                diags.push(ctx.error(
+                    format!("{which}.fd must be between 3 and 1023 (0 to 2 are stdin, stdout and stderr), got {fd}"),
+                    &[which, "fd"],
+                ));
+            }
+            Check::Fd(fd)
+        }
+        ProbeKind::Exec => match &raw.command {
+            Some(cmd) if !cmd.is_empty() && !cmd[0].is_empty() => Check::Exec(cmd.clone()),
+            Some(_) => {
+                diags.push(ctx.error(
+                    format!("{which}.command cannot be empty"),
+                    &[which, "command"],
+                ));
+                Check::Exec(Vec::new())
+            }
+            None => {
+                require(diags, "command");
+                Check::Exec(Vec::new())
+            }
+        },
+        ProbeKind::Http => {
+            let url = raw.url.clone().unwrap_or_default();
+            if raw.url.is_none() {
+                require(diags, "url");
+            } else if !url.starts_with("http://") || url.len() <= "http://".len() {
+                diags.push(ctx.error(
+                    format!("{which}.url must be an http:// URL such as \"http://127.0.0.1:8080/health\", got \"{url}\""),
+                    &[which, "url"],
+                ));
+            }
+            let status = match raw.expected_status.as_deref().map(parse_status_range) {
+                None => (200, 399),
+                Some(Ok(r)) => r,
+                Some(Err(why)) => {
+                    diags.push(ctx.error(
+                        format!("{which}.expected_status: {why}"),
+                        &[which, "expected_status"],
+                    ));
+                    (200, 399)
+                }
+            };
+            let headers = raw
+                .headers
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            Check::Http {
+                url,
+                headers,
+                status,
+            }
+        }
+        ProbeKind::Tcp => {
+            let address = raw.address.clone().unwrap_or_default();
+            if raw.address.is_none() {
+                require(diags, "address");
+            } else if address
+                .rsplit_once(':')
+                .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+            {
+                diags.push(ctx.error(
+                    format!("{which}.address must be host:port such as \"127.0.0.1:5432\", got \"{address}\""),
+                    &[which, "address"],
+                ));
+            }
+            Check::Tcp(address)
+        }
+        ProbeKind::Log => {
+            let pattern = raw.pattern.clone().unwrap_or_default();
+            if raw.pattern.is_none() {
+                require(diags, "pattern");
+            } else if let Err(e) = regex::Regex::new(&pattern) {
+                // The regex error is a multi-line drawing; its last line says it.
+                let text = e.to_string();
+                let why = text
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+                    .trim_start_matches("error: ")
+                    .to_string();
+                diags.push(ctx.error(
+                    format!("{which}.pattern is not a valid regular expression: {why}"),
+                    &[which, "pattern"],
+                ));
+            }
+            Check::Log(pattern)
+        }
+    };
+    let probe = Probe {
+        check,
+        initial_delay: raw.initial_delay.map_or(Duration::ZERO, |d| d.0),
+        period: raw.period.map_or(PROBE_PERIOD, |d| d.0),
+        timeout: raw.timeout.map_or(PROBE_TIMEOUT, |d| d.0),
+        success_threshold: raw.success_threshold.unwrap_or(1),
+        failure_threshold: raw.failure_threshold.unwrap_or(3),
+    };
+    for (key, zero) in [
+        ("period", probe.period.is_zero()),
+        ("timeout", probe.timeout.is_zero()),
+        ("success_threshold", probe.success_threshold == 0),
+        ("failure_threshold", probe.failure_threshold == 0),
+    ] {
+        if zero {
+            diags.push(ctx.error(
+                format!("{which}.{key} must be more than zero"),
+                &[which, key],
+            ));
+        }
+    }
+    if which == "liveness" && probe.success_threshold != 1 {
+        diags.push(ctx.error(
+            "liveness.success_threshold must be 1 (one success proves it is alive)",
+            &[which, "success_threshold"],
+        ));
+    }
+    (diags.len() == errors_before).then_some(probe)
+}
+
+/// `"200-399"` or `"204"`.
+fn parse_status_range(s: &str) -> Result<(u16, u16), String> {
+    let parse = |x: &str| {
+        x.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|c| (100..=599).contains(c))
+            .ok_or_else(|| format!("`{x}` is not an HTTP status (100 to 599)"))
+    };
+    match s.split_once('-') {
+        Some((lo, hi)) => {
+            let (lo, hi) = (parse(lo)?, parse(hi)?);
+            if lo > hi {
+                return Err(format!("range {lo}-{hi} is empty"));
+            }
+            Ok((lo, hi))
+        }
+        None => parse(s).map(|c| (c, c)),
+    }
+}
+
+/// Where `depends_on` and `restart_with` are written in a service's table.
+type DepSpans = (Option<Range<usize>>, Option<Range<usize>>);
+
+/// Unknown dependencies and cycles make the services involved invalid,
+/// each error naming the services.
+fn check_dependencies(
+    src: &SourceText,
+    services: &mut BTreeMap<String, ServiceSpec>,
+    invalid: &mut BTreeMap<String, String>,
+    spans: &BTreeMap<String, DepSpans>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let mut bad: BTreeMap<String, Diagnostic> = BTreeMap::new();
+    let known = |n: &str| services.contains_key(n) || invalid.contains_key(n);
+    for (name, spec) in services.iter() {
+        let (deps_span, with_span) = spans.get(name).cloned().unwrap_or_default();
+        for dep in &spec.depends_on {
+            let problem = if !known(&dep.name) {
+                Some(format!("depends on `{}`, which is not a service", dep.name))
+            } else if dep.condition == Condition::Completed
+                && services
+                    .get(&dep.name)
+                    .is_some_and(|d| d.kind != ServiceKind::Oneshot)
+            {
+                Some(format!(
+                    "depends on `{}` being completed, but only a oneshot service completes (set type = \"oneshot\" on it, or wait for \"ready\")",
+                    dep.name
+                ))
+            } else {
+                None
+            };
+            if let Some(message) = problem {
+                bad.entry(name.clone()).or_insert_with(|| {
+                    Diagnostic::error(message)
+                        .service(name)
+                        .at(src, deps_span.clone())
+                });
+            }
+        }
+        for other in &spec.restart_with {
+            if !known(other) {
+                bad.entry(name.clone()).or_insert_with(|| {
+                    Diagnostic::error(format!(
+                        "restart_with names `{other}`, which is not a service"
+                    ))
+                    .service(name)
+                    .at(src, with_span.clone())
+                });
+            }
+        }
+    }
+    let edges: crate::graph::Edges = services
+        .iter()
+        .map(|(n, s)| {
+            (
+                n.as_str(),
+                s.depends_on.iter().map(|d| d.name.as_str()).collect(),
+            )
+        })
+        .collect();
+    for cycle in crate::graph::cycles(&edges) {
+        let path = cycle.join(" -> ");
+        for member in &cycle[..cycle.len() - 1] {
+            let span = spans.get(member).and_then(|s| s.0.clone());
+            bad.entry(member.clone()).or_insert_with(|| {
+                Diagnostic::error(format!("dependency cycle: {path}"))
+                    .service(member)
+                    .at(src, span)
+                    .help("a service cannot wait for itself; remove one of these dependencies")
+            });
+        }
+    }
+    for (name, diag) in bad {
+        services.remove(&name);
+        invalid.insert(name, diag.short());
+        diags.push(diag);
+    }
 }
 
 fn resolve_restart(

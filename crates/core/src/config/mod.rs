@@ -12,8 +12,8 @@ pub mod value;
 pub use diag::{Diagnostic, Location, Severity, SourceText};
 pub use discovery::{Discover, Discovery, Found, FsDiscovery};
 pub use load::{Config, LoadOptions, Loaded, load, load_text};
-pub use raw::{CgroupMode, LogFormat, RestartPolicy, ServiceKind};
-pub use spec::{OrchestratorSpec, Origin, RestartSpec, ServiceSpec};
+pub use raw::{CgroupMode, Condition, LogFormat, ProbeKind, RestartPolicy, ServiceKind};
+pub use spec::{Check, Dependency, OrchestratorSpec, Origin, Probe, RestartSpec, ServiceSpec};
 pub use value::LogLevel;
 
 #[cfg(test)]

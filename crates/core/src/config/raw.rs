@@ -68,6 +68,114 @@ pub struct RawService {
     pub restart: Option<RawRestart>,
     pub log_max_size: Option<ByteSize>,
     pub log_max_files: Option<u32>,
+    pub depends_on: Option<RawDepends>,
+    pub restart_with: Option<Vec<String>>,
+    pub readiness: Option<RawProbe>,
+    pub liveness: Option<RawProbe>,
+    pub start_timeout: Option<Seconds>,
+    pub watchdog_timeout: Option<Seconds>,
+}
+
+/// `depends_on = ["db"]` (each must be ready) or
+/// `depends_on = { db = "ready", migrate = "completed", cache = "started" }`.
+#[derive(Debug)]
+pub struct RawDepends(pub Vec<(String, Condition)>);
+
+/// What a dependent waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Condition {
+    /// Its process runs (or it completed).
+    Started,
+    /// It is ready (readiness satisfied).
+    Ready,
+    /// A oneshot that completed successfully.
+    Completed,
+}
+
+impl fmt::Display for Condition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Condition::Started => "started",
+            Condition::Ready => "ready",
+            Condition::Completed => "completed",
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for RawDepends {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawDepends;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of service names, or a table of name = \"started\" | \"ready\" | \"completed\"")
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawDepends, A::Error> {
+                let mut out = Vec::new();
+                while let Some(name) = seq.next_element::<String>()? {
+                    out.push((name, Condition::Ready));
+                }
+                Ok(RawDepends(out))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<RawDepends, A::Error> {
+                let mut out = Vec::new();
+                while let Some((name, cond)) = map.next_entry::<String, Condition>()? {
+                    out.push((name, cond));
+                }
+                Ok(RawDepends(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A readiness or liveness check, with Kubernetes' names and defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProbe {
+    pub kind: Option<ProbeKind>,
+    pub initial_delay: Option<Seconds>,
+    pub period: Option<Seconds>,
+    pub timeout: Option<Seconds>,
+    pub success_threshold: Option<u32>,
+    pub failure_threshold: Option<u32>,
+    /// http
+    pub url: Option<String>,
+    pub headers: Option<BTreeMap<String, String>>,
+    pub expected_status: Option<String>,
+    /// exec
+    pub command: Option<Vec<String>>,
+    /// tcp: `host:port`
+    pub address: Option<String>,
+    /// log: a regular expression
+    pub pattern: Option<String>,
+    /// fd: the descriptor number the service writes a newline to
+    pub fd: Option<i32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeKind {
+    Notify,
+    Fd,
+    Exec,
+    Http,
+    Tcp,
+    Log,
+}
+
+impl fmt::Display for ProbeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ProbeKind::Notify => "notify",
+            ProbeKind::Fd => "fd",
+            ProbeKind::Exec => "exec",
+            ProbeKind::Http => "http",
+            ProbeKind::Tcp => "tcp",
+            ProbeKind::Log => "log",
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

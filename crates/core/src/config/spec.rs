@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::raw::{CgroupMode, LogFormat, RestartPolicy, ServiceKind};
+use super::raw::{CgroupMode, Condition, LogFormat, RestartPolicy, ServiceKind};
 use super::value::LogLevel;
 use crate::backoff::Backoff;
 use crate::signal::Signal;
@@ -68,9 +68,81 @@ pub struct ServiceSpec {
     pub restart: RestartSpec,
     pub log_max_size: u64,
     pub log_max_files: u32,
+    pub depends_on: Vec<Dependency>,
+    /// Restart this service whenever one of these restarts.
+    pub restart_with: Vec<String>,
+    pub readiness: Option<Probe>,
+    pub liveness: Option<Probe>,
+    /// Not ready within this long: a failed start.
+    pub start_timeout: Option<Duration>,
+    /// sd_notify `WATCHDOG=1` must arrive at least this often.
+    pub watchdog: Option<Duration>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dependency {
+    pub name: String,
+    pub condition: Condition,
+}
+
+/// A readiness or liveness check.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Probe {
+    pub check: Check,
+    pub initial_delay: Duration,
+    pub period: Duration,
+    pub timeout: Duration,
+    pub success_threshold: u32,
+    pub failure_threshold: u32,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Check {
+    /// sd_notify `READY=1` on `NOTIFY_SOCKET`.
+    Notify,
+    /// A newline written to this descriptor (the s6 protocol).
+    Fd(i32),
+    /// A command that exits 0 (argv; run with the service's environment).
+    Exec(Vec<String>),
+    /// An HTTP GET answered with a status in `status` (inclusive).
+    Http {
+        url: String,
+        headers: Vec<(String, String)>,
+        status: (u16, u16),
+    },
+    /// A TCP connection that succeeds.
+    Tcp(String),
+    /// A line of the service's output that matches this regular expression.
+    Log(String),
+}
+
+impl Check {
+    /// Checks run on a timer (as opposed to signalled by the service).
+    pub fn is_periodic(&self) -> bool {
+        matches!(self, Check::Exec(_) | Check::Http { .. } | Check::Tcp(_))
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Check::Notify => "notify",
+            Check::Fd(_) => "fd",
+            Check::Exec(_) => "exec",
+            Check::Http { .. } => "http",
+            Check::Tcp(_) => "tcp",
+            Check::Log(_) => "log",
+        }
+    }
 }
 
 impl ServiceSpec {
+    /// Whether the service needs the sd_notify socket.
+    pub fn wants_notify(&self) -> bool {
+        matches!(
+            self.readiness.as_ref().map(|p| &p.check),
+            Some(Check::Notify)
+        ) || self.watchdog.is_some()
+    }
+
     pub fn is_success(&self, code: i32) -> bool {
         self.success_exit_codes.contains(&code)
     }
@@ -85,5 +157,16 @@ impl ServiceSpec {
             && self.env_files == other.env_files
             && self.data_dir == other.data_dir
             && self.memory_limit == other.memory_limit
+            && self.wants_notify() == other.wants_notify()
+            && self.watchdog == other.watchdog
+            && self.readiness_fd() == other.readiness_fd()
+    }
+
+    /// The descriptor a `fd` readiness check hands the service.
+    pub fn readiness_fd(&self) -> Option<i32> {
+        match self.readiness.as_ref().map(|p| &p.check) {
+            Some(Check::Fd(fd)) => Some(*fd),
+            _ => None,
+        }
     }
 }

@@ -290,3 +290,157 @@ fn service_args_can_be_turned_off() {
     let l = load_with(text, vec![]);
     assert_eq!(l.config.unwrap().services["redis"].args, ["--port", "6380"]);
 }
+
+#[test]
+fn dependencies_and_probes_resolve() {
+    let text = r#"
+[services.migrate]
+type = "oneshot"
+[services.db]
+depends_on = { migrate = "completed" }
+[services.db.readiness]
+kind = "log"
+pattern = "ready to accept"
+[services.api]
+depends_on = ["db"]
+restart_with = ["db"]
+start_timeout = "20s"
+[services.api.readiness]
+kind = "http"
+url = "http://127.0.0.1:8080/health"
+expected_status = "200-299"
+period = "2s"
+[services.api.liveness]
+kind = "tcp"
+address = "127.0.0.1:8080"
+failure_threshold = 5
+"#;
+    let l = load_with(text, vec!["migrate", "db", "api"]);
+    assert!(!l.has_errors(), "{:?}", errors(&l));
+    let c = l.config.unwrap();
+    let api = &c.services["api"];
+    assert_eq!(
+        api.depends_on,
+        [spec::Dependency {
+            name: "db".into(),
+            condition: raw::Condition::Ready
+        }]
+    );
+    assert_eq!(api.restart_with, ["db"]);
+    assert_eq!(api.start_timeout, Some(Duration::from_secs(20)));
+    let r = api.readiness.as_ref().unwrap();
+    assert!(matches!(
+        &r.check,
+        spec::Check::Http {
+            status: (200, 299),
+            ..
+        }
+    ));
+    assert_eq!(
+        (r.period, r.timeout, r.failure_threshold),
+        (Duration::from_secs(2), Duration::from_secs(1), 3)
+    );
+    let live = api.liveness.as_ref().unwrap();
+    assert_eq!(live.failure_threshold, 5);
+    let db = &c.services["db"];
+    assert_eq!(
+        db.start_timeout,
+        Some(Duration::from_secs(90)),
+        "the default once readiness is set"
+    );
+    assert!(
+        matches!(&db.readiness.as_ref().unwrap().check, spec::Check::Log(p) if p == "ready to accept")
+    );
+}
+
+#[test]
+fn dependency_cycles_name_every_member() {
+    let text = "[services.a]\ndepends_on = [\"b\"]\n[services.b]\ndepends_on = [\"c\"]\n[services.c]\ndepends_on = [\"a\"]\n[services.d]\ndepends_on = [\"a\"]\n";
+    let l = load_with(text, vec!["a", "b", "c", "d"]);
+    let e = errors(&l);
+    assert_eq!(e.len(), 3, "{e:?}");
+    for (member, line) in [("a", 2), ("b", 4), ("c", 6)] {
+        assert!(
+            e.iter().any(|m| m.contains(&format!("service `{member}`"))
+                && m.contains("dependency cycle: a -> b -> c -> a")
+                && m.contains(&format!("blackhole.toml:{line}:"))),
+            "{e:?}"
+        );
+    }
+    let c = l.config.unwrap();
+    assert!(c.invalid.contains_key("a") && c.invalid.contains_key("c"));
+    // d depends on a member of the cycle but is not in it: it stays valid
+    // and will wait (blocked) at run time.
+    assert!(c.services.contains_key("d"));
+}
+
+#[test]
+fn unknown_dependencies_and_bad_conditions_are_errors() {
+    let text = "[services.api]\ndepends_on = [\"dbb\"]\n[services.web]\ndepends_on = { api = \"completed\" }\nrestart_with = [\"ghost\"]\n";
+    let l = load_with(text, vec!["api", "web"]);
+    let e = errors(&l);
+    assert!(
+        e.iter().any(|m| m.contains("service `api`")
+            && m.contains("`dbb`, which is not a service")
+            && m.contains(":2:14:")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.contains("service `web`") && m.contains("only a oneshot service completes")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn probe_mistakes_are_located() {
+    let text = r#"[services.a.readiness]
+kind = "tcp"
+url = "http://x/"
+[services.b.readiness]
+kind = "http"
+[services.c.liveness]
+kind = "notify"
+[services.d.readiness]
+kind = "log"
+pattern = "(unclosed"
+[services.e.readiness]
+kind = "fd"
+fd = 1
+[services.f.readiness]
+kind = "http"
+url = "http://x/"
+expected_status = "600"
+[services.g]
+type = "oneshot"
+[services.g.readiness]
+kind = "notify"
+"#;
+    let l = load_with(text, vec!["a", "b", "c", "d", "e", "f", "g"]);
+    let e = errors(&l);
+    let about = |svc: &str| {
+        e.iter()
+            .filter(|m| m.contains(&format!("service `{svc}`")))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(
+        about("a").contains("readiness.url does not apply to kind = \"tcp\"")
+            && about("a").contains(":3:7:"),
+        "{e:?}"
+    );
+    assert!(
+        about("a").contains("readiness.address is required"),
+        "{e:?}"
+    );
+    assert!(about("b").contains("readiness.url is required"), "{e:?}");
+    assert!(about("c").contains("cannot detect a hang"), "{e:?}");
+    assert!(
+        about("d").contains("not a valid regular expression") && about("d").contains(":10:11:"),
+        "{e:?}"
+    );
+    assert!(about("e").contains("between 3 and 1023"), "{e:?}");
+    assert!(about("f").contains("`600` is not an HTTP status"), "{e:?}");
+    assert!(about("g").contains("does not apply to a oneshot"), "{e:?}");
+}

@@ -494,3 +494,28 @@ fn since_moves_with_each_transition() {
     r.running(1);
     assert_eq!(r.m.since(), r.t0 + Duration::from_secs(3));
 }
+
+#[test]
+fn a_service_can_extend_its_timeouts() {
+    let mut p = policy();
+    p.needs_readiness = true;
+    p.start_timeout = Some(Duration::from_secs(5));
+    let mut r = Rig::new(p);
+    r.feed(Input::Start);
+    r.feed(Input::Spawned { pid: 4 });
+    let fx = r.feed(Input::ExtendTimeout(Duration::from_secs(30)));
+    assert_eq!(
+        fx,
+        [Effect::Arm(Timer::StartTimeout, Duration::from_secs(30))]
+    );
+    r.feed(Input::Ready);
+    r.feed(Input::Stop);
+    let fx = r.feed(Input::ExtendTimeout(Duration::from_secs(60)));
+    assert_eq!(fx, [Effect::Arm(Timer::StopKill, Duration::from_secs(60))]);
+    r.feed(Input::StopTimedOut);
+    assert!(
+        r.feed(Input::ExtendTimeout(Duration::from_secs(60)))
+            .is_empty(),
+        "too late once killed"
+    );
+}

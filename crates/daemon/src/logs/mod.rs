@@ -72,6 +72,43 @@ pub struct Counters {
     pub dropped: AtomicU64,
 }
 
+/// Waits for a line matching a pattern (the `log` readiness check).
+pub struct LogWatch {
+    regex: regex::Regex,
+    fired: AtomicBool,
+    line: Mutex<Option<String>>,
+    wake: tokio::sync::Notify,
+}
+
+impl LogWatch {
+    pub fn new(pattern: &str) -> Result<LogWatch, regex::Error> {
+        Ok(LogWatch {
+            regex: regex::Regex::new(pattern)?,
+            fired: AtomicBool::new(false),
+            line: Mutex::new(None),
+            wake: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn check(&self, line: &str) {
+        if !self.fired.load(Ordering::Relaxed) && self.regex.is_match(line) {
+            self.fired.store(true, Ordering::Relaxed);
+            *self.line.lock().unwrap_or_else(|e| e.into_inner()) = Some(line.to_string());
+            self.wake.notify_one();
+        }
+    }
+
+    /// The first matching line, once there is one.
+    pub async fn matched(&self) -> String {
+        loop {
+            if let Some(line) = self.line.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+                return line;
+            }
+            self.wake.notified().await;
+        }
+    }
+}
+
 /// Ring size per service.
 pub const RING_BYTES: usize = 256 * 1024;
 /// Capacity of the follower channel; a slower follower is told how many
@@ -86,6 +123,7 @@ pub struct ServiceLog {
     followers: broadcast::Sender<Arc<Record>>,
     writer: LogWriter,
     echo: AtomicBool,
+    watch: Mutex<Option<Arc<LogWatch>>>,
     pub counters: Arc<Counters>,
 }
 
@@ -99,8 +137,14 @@ impl ServiceLog {
             followers,
             writer,
             echo: AtomicBool::new(echo),
+            watch: Mutex::new(None),
             counters,
         })
+    }
+
+    /// Checks every line against `watch` until it matches.
+    pub fn set_watch(&self, watch: Option<Arc<LogWatch>>) {
+        *self.watch.lock().unwrap_or_else(|e| e.into_inner()) = watch;
     }
 
     pub fn name(&self) -> &str {
@@ -129,6 +173,7 @@ impl ServiceLog {
             prefix: file_prefix(time, stream, Some(pid)),
             echo: self.echo.load(Ordering::Relaxed) && echo_enabled(stream),
             follow: self.followers.receiver_count() > 0,
+            watch: self.watch.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             out: Vec::new(),
             full: Vec::new(),
             lines: 0,
@@ -198,6 +243,7 @@ pub struct LineBatch<'a> {
     prefix: String,
     echo: bool,
     follow: bool,
+    watch: Option<Arc<LogWatch>>,
     out: Vec<u8>,
     /// Batches cut at the size limit, in order.
     full: Vec<writer::Batch>,
@@ -221,6 +267,9 @@ impl LineBatch<'_> {
         self.bytes += raw.len() as u64 + 1;
         if self.echo {
             echo_line(&self.log.name, self.stream, self.pid, &text);
+        }
+        if let Some(w) = &self.watch {
+            w.check(&text);
         }
         if self.follow {
             let _ = self.log.followers.send(Arc::new(Record {

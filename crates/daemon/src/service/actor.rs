@@ -12,13 +12,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use blackhole_api::{LastExit, ServiceStatus, State, rfc3339};
+use blackhole_api::{LastExit, ProbeStatus, ServiceStatus, State, rfc3339};
+use blackhole_core::config::Check;
 use blackhole_core::config::ServiceSpec;
-use blackhole_core::machine::{Effect, ExitStatus, Input, Machine, Policy, Timer};
+use blackhole_core::machine::{Effect, EndReason, ExitStatus, Input, Machine, Policy, Timer};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Sleep;
 
+use super::deps::Deps;
+use super::health::{self, Health, Notice};
 use super::{Command, Outcome, Processes, Reply, Snapshot};
 use crate::events::EventBus;
 use crate::logs::{self, ServiceLog};
@@ -77,6 +80,8 @@ enum Happening {
     Exit(ExitStatus),
     Timer(Timer),
     GroupChanged,
+    Health(health::Signal),
+    DepsChanged,
 }
 
 pub struct Actor<P: Processes> {
@@ -97,6 +102,10 @@ pub struct Actor<P: Processes> {
     shutting_down: bool,
     oom_base: u64,
     exited_at: Option<SystemTime>,
+    health: Health,
+    deps: Deps,
+    /// The last dependency verdict fed to the machine.
+    deps_met: Option<bool>,
 }
 
 fn sleep(d: Duration) -> Pin<Box<Sleep>> {
@@ -139,8 +148,10 @@ impl<P: Processes> Actor<P> {
             status: initial_status(&spec, clock.wall(machine.since())),
             started: None,
             next_start_at: None,
+            runs: 0,
         };
         let (snapshot, rx) = watch::channel(first);
+        let health = Health::new(spec.clone(), procs.context(), log.clone());
         let actor = Actor {
             spec,
             machine,
@@ -159,6 +170,9 @@ impl<P: Processes> Actor<P> {
             shutting_down: false,
             oom_base: 0,
             exited_at: None,
+            health,
+            deps: Deps::default(),
+            deps_met: None,
         };
         (actor, rx)
     }
@@ -173,6 +187,8 @@ impl<P: Processes> Actor<P> {
                 _ = fire(&mut self.stop_kill) => Happening::Timer(Timer::StopKill),
                 _ = fire(&mut self.start_timeout) => Happening::Timer(Timer::StartTimeout),
                 _ = self.procs.changed(), if self.watching => Happening::GroupChanged,
+                sig = self.health.next() => Happening::Health(sig),
+                _ = self.deps.changed() => Happening::DepsChanged,
             };
             match happening {
                 Happening::Command(Some(cmd)) => self.command(cmd).await,
@@ -203,6 +219,8 @@ impl<P: Processes> Actor<P> {
                         self.feed(Input::GroupEmpty).await;
                     }
                 }
+                Happening::Health(sig) => self.on_health(sig).await,
+                Happening::DepsChanged => self.check_deps().await,
             }
             self.publish();
             self.settle_waiters();
@@ -229,14 +247,18 @@ impl<P: Processes> Actor<P> {
                 self.feed(Input::Restart).await;
             }
             Command::Update(spec) => {
-                let mut policy = Policy::from_spec(&spec);
-                policy.needs_readiness = self.machine.policy().needs_readiness;
-                self.machine.set_policy(policy);
+                self.machine.set_policy(Policy::from_spec(&spec));
                 self.log
                     .writer()
                     .set_limits(&spec.name, spec.log_max_size, spec.log_max_files)
                     .await;
+                self.health.set_spec(spec.clone());
                 self.spec = spec;
+            }
+            Command::SetDeps(deps) => {
+                self.deps = deps;
+                self.deps_met = None;
+                self.check_deps().await;
             }
             Command::Shutdown(reply) => {
                 self.shutting_down = true;
@@ -261,6 +283,7 @@ impl<P: Processes> Actor<P> {
     async fn on_exit(&mut self, status: ExitStatus) {
         let Some(run) = self.run.take() else { return };
         self.exited_at = Some(SystemTime::now());
+        self.health.ended();
         // Let the pump read what the process wrote just before it ended.
         let mut pump = run.pump;
         if tokio::time::timeout(DRAIN_BOUND, &mut pump).await.is_err() {
@@ -288,6 +311,9 @@ impl<P: Processes> Actor<P> {
             let effects = self.machine.handle(input, Instant::now(), fastrand::f64());
             let after = self.machine.state();
             if before != after {
+                if after == State::Running {
+                    self.health.became_ready();
+                }
                 self.transitioned(before, after).await;
             }
             for effect in effects {
@@ -334,8 +360,10 @@ impl<P: Processes> Actor<P> {
 
     async fn launch(&mut self) -> Result<u32, String> {
         let spec = self.spec.clone();
-        let launched = self.procs.launch(&spec).await?;
+        let extras = self.health.prepare()?;
+        let launched = self.procs.launch(&spec, extras).await?;
         let pid = launched.pid;
+        self.health.started(pid);
         self.oom_base = self.procs.oom_kills();
         let pump = tokio::spawn(logs::pump(
             self.log.clone(),
@@ -424,10 +452,40 @@ impl<P: Processes> Actor<P> {
             blocked_on: m.blocked_on().map(str::to_string),
             failures: m.failures(),
             binary: self.spec.binary.display().to_string(),
+            readiness: None,
+            liveness: None,
+            status_text: self.health.status_text.clone(),
+            main_pid: self.health.main_pid.filter(|p| Some(*p) != m.pid()),
         };
+        let (ready_failures, live_failures) = self.health.failures();
+        let mut status = status;
+        if let Some(probe) = &self.spec.readiness {
+            status.readiness = match (&self.health.last_readiness, &probe.check) {
+                (Some(r), _) => Some(probe_status(probe.check.kind(), r, ready_failures)),
+                // Signalled checks have no run of their own: say what they wait for.
+                (None, Check::Notify | Check::Fd(_) | Check::Log(_)) if m.pid().is_some() => {
+                    Some(ProbeStatus {
+                        kind: probe.check.kind().into(),
+                        ok: m.ready(),
+                        message: if m.ready() {
+                            "ready".into()
+                        } else {
+                            "waiting for the service to say it is ready".into()
+                        },
+                        at: rfc3339(since),
+                        failures: 0,
+                    })
+                }
+                _ => None,
+            };
+        }
+        if let (Some(probe), Some(r)) = (&self.spec.liveness, &self.health.last_liveness) {
+            status.liveness = Some(probe_status(probe.check.kind(), r, live_failures));
+        }
         let snapshot = Snapshot {
             started: m.run_started().map(|t| self.clock.wall(t)),
             next_start_at: m.next_start_in().map(|d| since + d),
+            runs: m.runs(),
             status,
         };
         self.snapshot.send_if_modified(|old| {
@@ -438,6 +496,142 @@ impl<P: Processes> Actor<P> {
                 true
             }
         });
+    }
+
+    /// What the service or its checks said.
+    async fn on_health(&mut self, sig: health::Signal) {
+        let name = self.spec.name.clone();
+        match sig {
+            health::Signal::Notify(d) => {
+                let Some(pid) = d.pid else { return };
+                let own = Some(pid) == self.machine.pid() || self.procs.contains(pid);
+                if !own {
+                    tracing::warn!(
+                        service = %name,
+                        "ignored a notify message from pid {pid}, which is not a process of this service"
+                    );
+                    return;
+                }
+                for notice in health::parse_notify(&d.text) {
+                    self.on_notice(notice).await;
+                }
+            }
+            health::Signal::FdReady => self.feed(Input::Ready).await,
+            health::Signal::LogMatched(line) => {
+                tracing::debug!(service = %name, "readiness pattern matched: {line}");
+                self.feed(Input::Ready).await;
+            }
+            health::Signal::Readiness(r) => {
+                let Some(probe) = self.spec.readiness.clone() else {
+                    return;
+                };
+                let ok = r.ok;
+                let message = r.message.clone();
+                self.health.last_readiness = Some(r);
+                let ready = self.machine.ready();
+                if ok && !ready && self.health.readiness_successes() >= probe.success_threshold {
+                    self.feed(Input::Ready).await;
+                } else if !ok && ready && self.health.failures().0 >= probe.failure_threshold {
+                    self.log
+                        .note(self.machine.pid(), &format!("not ready: {message}"))
+                        .await;
+                    self.events.publish(
+                        &name,
+                        "health",
+                        None,
+                        None,
+                        self.machine.pid(),
+                        format!("not ready: {message}"),
+                    );
+                    self.feed(Input::NotReady(format!(
+                        "readiness check failed: {message}"
+                    )))
+                    .await;
+                }
+            }
+            health::Signal::Liveness(r) => {
+                let Some(probe) = self.spec.liveness.clone() else {
+                    return;
+                };
+                let ok = r.ok;
+                let message = r.message.clone();
+                self.health.last_liveness = Some(r);
+                if !ok && self.health.failures().1 >= probe.failure_threshold {
+                    tracing::warn!(service = %name, "liveness check failed {} times: {message}", probe.failure_threshold);
+                    self.feed(Input::Unhealthy(EndReason::LivenessFailed(message)))
+                        .await;
+                }
+            }
+            health::Signal::WatchdogExpired => {
+                if self.machine.state().has_process() {
+                    self.feed(Input::Unhealthy(EndReason::WatchdogTimeout))
+                        .await;
+                }
+            }
+        }
+    }
+
+    async fn on_notice(&mut self, notice: Notice) {
+        let pid = self.machine.pid();
+        match notice {
+            Notice::Ready => {
+                if matches!(
+                    self.spec.readiness.as_ref().map(|p| &p.check),
+                    Some(Check::Notify)
+                ) {
+                    self.feed(Input::Ready).await;
+                }
+            }
+            Notice::Reloading => {
+                self.log.note(pid, "the service says it is reloading").await;
+                self.feed(Input::NotReady("reloading (RELOADING=1)".into()))
+                    .await;
+            }
+            Notice::Stopping => self.log.note(pid, "the service says it is stopping").await,
+            Notice::Status(text) => self.health.status_text = Some(text),
+            Notice::Watchdog => self.health.pet_watchdog(None),
+            Notice::WatchdogUsec(d) => self.health.pet_watchdog(Some(d)),
+            Notice::WatchdogTrigger => {
+                self.feed(Input::Unhealthy(EndReason::WatchdogTimeout))
+                    .await
+            }
+            Notice::MainPid(p) => self.health.main_pid = Some(p),
+            Notice::Errno(n) => {
+                let text = format!(
+                    "the service reports errno {n} ({})",
+                    nix::errno::Errno::from_raw(n).desc()
+                );
+                self.log.note(pid, &text).await;
+                self.health.status_text = Some(text);
+            }
+            Notice::ExtendTimeout(d) => self.feed(Input::ExtendTimeout(d)).await,
+        }
+    }
+
+    /// Re-reads the dependencies; tells the machine when the verdict
+    /// changes, and restarts with a `restart_with` service that restarted.
+    async fn check_deps(&mut self) {
+        if let Some(other) = self.deps.restarted()
+            && self.machine.state().has_process()
+        {
+            tracing::info!(service = %self.spec.name, "restarting because `{other}` restarted (restart_with)");
+            self.feed(Input::Restart).await;
+        }
+        match self.deps.evaluate() {
+            Ok(()) if self.deps_met != Some(true) => {
+                self.deps_met = Some(true);
+                self.feed(Input::DepsMet).await;
+            }
+            Err(why) => {
+                let changed =
+                    self.deps_met != Some(false) || self.machine.blocked_on() != Some(why.as_str());
+                self.deps_met = Some(false);
+                if changed {
+                    self.feed(Input::DepsUnmet(why)).await;
+                }
+            }
+            Ok(()) => {}
+        }
     }
 
     /// Answers every waiter whose transition is complete.
@@ -486,6 +680,16 @@ impl<P: Processes> Actor<P> {
     }
 }
 
+fn probe_status(kind: &str, r: &super::probe::ProbeResult, failures: u32) -> ProbeStatus {
+    ProbeStatus {
+        kind: kind.to_string(),
+        ok: r.ok,
+        message: r.message.clone(),
+        at: rfc3339(r.at),
+        failures,
+    }
+}
+
 fn kind_name(spec: &ServiceSpec) -> String {
     match spec.kind {
         blackhole_core::config::ServiceKind::Simple => "simple".into(),
@@ -510,6 +714,10 @@ fn initial_status(spec: &ServiceSpec, since: SystemTime) -> ServiceStatus {
         blocked_on: None,
         failures: 0,
         binary: spec.binary.display().to_string(),
+        readiness: None,
+        liveness: None,
+        status_text: None,
+        main_pid: None,
     }
 }
 
@@ -531,5 +739,9 @@ pub fn invalid_status(name: &str, error: &str) -> ServiceStatus {
         blocked_on: None,
         failures: 0,
         binary: String::new(),
+        readiness: None,
+        liveness: None,
+        status_text: None,
+        main_pid: None,
     }
 }

@@ -2,8 +2,11 @@
 //! the handle others use to talk to it, and the OS seam.
 
 mod actor;
+pub mod deps;
 pub mod env;
+pub mod health;
 pub mod ops;
+pub mod probe;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -38,6 +41,8 @@ pub enum Command {
     Update(Arc<ServiceSpec>),
     /// Stop, then end the actor.
     Shutdown(Option<Reply>),
+    /// What it depends on and restarts with (at start and after a reload).
+    SetDeps(deps::Deps),
     /// SIGKILL everything of the service now.
     Kill,
 }
@@ -49,6 +54,9 @@ pub struct Snapshot {
     pub status: ServiceStatus,
     pub started: Option<SystemTime>,
     pub next_start_at: Option<SystemTime>,
+    /// Processes this service has had: a dependent with `restart_with`
+    /// restarts when it grows.
+    pub runs: u64,
 }
 
 impl Snapshot {

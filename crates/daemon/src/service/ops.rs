@@ -23,6 +23,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::oneshot;
 
 use super::env::{self, BaseEnv};
+use super::health::RunExtras;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -38,7 +39,18 @@ pub struct Launched {
 pub trait Processes: Send + 'static {
     /// Starts the service's main process; resolves once exec succeeded
     /// (or with why it did not, after the failed child is gone).
-    fn launch<'a>(&'a mut self, spec: &'a ServiceSpec) -> BoxFuture<'a, Result<Launched, String>>;
+    fn launch<'a>(
+        &'a mut self,
+        spec: &'a ServiceSpec,
+        extras: RunExtras,
+    ) -> BoxFuture<'a, Result<Launched, String>>;
+    /// Whether `pid` is one of the service's processes (to trust what it
+    /// says on the notify socket).
+    fn contains(&mut self, pid: u32) -> bool;
+    /// The orchestrator's context, for checks that run commands.
+    fn context(&self) -> Option<Arc<OsContext>> {
+        None
+    }
     /// Signals every process of the service.
     fn signal_all(&mut self, sig: Signal);
     /// SIGKILLs every process of the service.
@@ -67,6 +79,8 @@ pub struct OsContext {
     pub base_env: BaseEnv,
     /// The descriptor limit services get (the orchestrator raises its own).
     pub nofile: Option<(u64, u64)>,
+    /// Names this orchestrator's notify sockets and cgroups.
+    pub instance: String,
 }
 
 pub struct OsProcesses {
@@ -92,8 +106,9 @@ impl OsProcesses {
         }
     }
 
-    fn plan(&mut self, spec: &ServiceSpec) -> Result<SpawnPlan, String> {
-        let env = env::build(spec, &self.ctx.base_env)?;
+    fn plan(&mut self, spec: &ServiceSpec, extras: RunExtras) -> Result<SpawnPlan, String> {
+        let mut env = env::build(spec, &self.ctx.base_env)?;
+        env.extend(extras.env);
         std::fs::create_dir_all(&spec.data_dir)
             .map_err(|e| format!("cannot create data dir {}: {e}", spec.data_dir.display()))?;
         let program = cstring(spec.binary.as_os_str().as_bytes())?;
@@ -108,6 +123,7 @@ impl OsProcesses {
             .collect::<Result<_, _>>()?;
         plan.cwd = Some(cstring(spec.data_dir.as_os_str().as_bytes())?);
         plan.output = Output::Capture;
+        plan.extra_fds = extras.fds;
         if let Some((soft, hard)) = self.ctx.nofile {
             plan.rlimits.push(Rlimit {
                 resource: libc::RLIMIT_NOFILE as i32,
@@ -128,9 +144,13 @@ fn cstring(bytes: &[u8]) -> Result<CString, String> {
 }
 
 impl Processes for OsProcesses {
-    fn launch<'a>(&'a mut self, spec: &'a ServiceSpec) -> BoxFuture<'a, Result<Launched, String>> {
+    fn launch<'a>(
+        &'a mut self,
+        spec: &'a ServiceSpec,
+        extras: RunExtras,
+    ) -> BoxFuture<'a, Result<Launched, String>> {
         Box::pin(async move {
-            let plan = self.plan(spec)?;
+            let plan = self.plan(spec, extras)?;
             let (exit_tx, exit_rx) = oneshot::channel();
             let (reply_tx, reply_rx) = oneshot::channel();
             self.ctx.spawner.submit(
@@ -176,6 +196,14 @@ impl Processes for OsProcesses {
 
     fn is_empty(&mut self) -> bool {
         self.group.is_empty()
+    }
+
+    fn contains(&mut self, pid: u32) -> bool {
+        self.group.members().contains(&(pid as i32))
+    }
+
+    fn context(&self) -> Option<Arc<OsContext>> {
+        Some(self.ctx.clone())
     }
 
     fn watch(&mut self) {

@@ -57,7 +57,11 @@ impl Fake {
 }
 
 impl Processes for Fake {
-    fn launch<'a>(&'a mut self, _spec: &'a ServiceSpec) -> BoxFuture<'a, Result<Launched, String>> {
+    fn launch<'a>(
+        &'a mut self,
+        _spec: &'a ServiceSpec,
+        _extras: super::health::RunExtras,
+    ) -> BoxFuture<'a, Result<Launched, String>> {
         Box::pin(async move {
             let mut w = self.world();
             w.launches.push(Instant::now());
@@ -109,6 +113,9 @@ impl Processes for Fake {
     fn is_empty(&mut self) -> bool {
         self.world().exits.is_empty()
     }
+    fn contains(&mut self, pid: u32) -> bool {
+        self.world().exits.contains_key(&pid)
+    }
     fn watch(&mut self) {}
     fn unwatch(&mut self) {}
     fn changed(&mut self) -> BoxFuture<'_, ()> {
@@ -148,6 +155,12 @@ fn spec(policy: RestartPolicy, max_attempts: u32) -> ServiceSpec {
         },
         log_max_size: 1 << 20,
         log_max_files: 2,
+        depends_on: vec![],
+        restart_with: vec![],
+        readiness: None,
+        liveness: None,
+        start_timeout: None,
+        watchdog: None,
     }
 }
 

@@ -1,0 +1,180 @@
+"""What every workload shares: the run context, sessions (one supervisor
+instance from setup to teardown) and the result store."""
+
+import os
+import shutil
+import statistics
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import procs
+from .subjects import Svc
+
+CGROUP_ROOTS = [Path("/sys/fs/cgroup/unified/blackhole"), Path("/sys/fs/cgroup/blackhole")]
+
+
+@dataclass
+class Metric:
+    key: str
+    workload: str
+    label: str
+    unit: str
+    fmt: str = "{:.1f}"
+    ratios: bool = True  # show peer/blackhole and blackhole/baseline
+
+
+@dataclass
+class Ctx:
+    env: object  # subjects.Env
+    events: procs.ProcEvents
+    workroot: Path
+    subjects: list  # adapter classes, baseline and blackhole first
+    opts: object  # argparse namespace (quick, runs, ...)
+    metrics: dict = field(default_factory=dict)  # key -> Metric, in report order
+    values: dict = field(default_factory=dict)  # (key, subject) -> [value per run]
+    notes: list = field(default_factory=list)  # (workload, subject, text)
+    probes: dict = field(default_factory=dict)  # (probe, subject) -> (ok, detail)
+    skipped: dict = field(default_factory=dict)  # subject -> reason
+
+    def metric(self, key, workload, label, unit, fmt="{:.1f}", ratios=True):
+        if key not in self.metrics:
+            self.metrics[key] = Metric(key, workload, label, unit, fmt, ratios)
+        return key
+
+    def record(self, key, subject, value):
+        self.values.setdefault((key, subject), []).append(value)
+
+    def note(self, workload, subject, text):
+        print(f"    note: {subject}: {text}", flush=True)
+        self.notes.append((workload, subject, text))
+
+    def median(self, key, subject):
+        vals = [v for v in self.values.get((key, subject), []) if v is not None]
+        return statistics.median(vals) if vals else None
+
+    def log(self, text):
+        print(text, flush=True)
+
+
+def pause_services(n, single_command=False):
+    """N trivial long-running services; the baseline runs N copies of one command."""
+    return [
+        Svc(f"s{i:04d}", ["--service", "base" if single_command else f"s{i:04d}", "pause"]) for i in range(n)
+    ]
+
+
+def percentile(values, p):
+    """Nearest-rank percentile (no interpolation: every figure is a measured one)."""
+    s = sorted(values)
+    k = max(0, min(len(s) - 1, int(round(p / 100 * len(s) + 0.5)) - 1))
+    return s[k]
+
+
+def supervisor_pids(ctx):
+    """Every live process of the harness's tree that is not a service: the supervisor's own."""
+    table = procs.process_table()
+    return [
+        p
+        for p in procs.descendants(table=table)
+        if table[p][1] != "Z" and procs.exe(p) != ctx.env.program
+    ]
+
+
+def memory(pid_list):
+    rss = pss = 0
+    for pid in pid_list:
+        r, p = procs.rss_kib(pid)
+        rss += r
+        pss += p
+    return rss / 1024, pss / 1024  # MiB
+
+
+def remove_blackhole_cgroups(prefix):
+    """blackhole leaves its cgroup folder behind when it is SIGKILLed: remove ours (empty ones)."""
+    for root in CGROUP_ROOTS:
+        if not root.is_dir():
+            continue
+        for inst in root.glob(prefix + "*"):
+            for sub in sorted(inst.glob("*/"), reverse=True):
+                if sub.is_dir():
+                    try:
+                        sub.rmdir()
+                    except OSError:
+                        pass
+            try:
+                inst.rmdir()
+            except OSError:
+                pass
+
+
+@contextmanager
+def session(ctx, cls, tag, services, stop_timeout=10):
+    """One supervisor instance: configured, handed to the workload, then torn down.
+
+    Teardown SIGKILLs every process the harness has below it, whatever the
+    workload did or failed to do, and reaps them: nothing outlives a session.
+    """
+    subject = cls(ctx.env)
+    workdir = ctx.workroot / f"bhbench-{subject.name}-{tag}"
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    subject.setup(workdir, services, stop_timeout)
+    ctx.events.resync()
+    try:
+        yield subject
+    finally:
+        procs.sweep()
+        remove_blackhole_cgroups("bhbench-")
+        if not ctx.opts.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def wait_until(pred, timeout, step=0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if v := pred():
+            return v
+        time.sleep(step)
+    return None
+
+
+def wait_control_ready(ctx, subject, timeout=60):
+    """Until the supervisor's status command succeeds (its control interface is up)."""
+    cmd = subject.status_cmd()
+    if not cmd:
+        return True
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            _, cp = subject.cmd(cmd)
+            if cp.returncode == 0:
+                return True
+        except Exception:
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def env_dump():
+    """Machine facts for the report."""
+    import platform
+    import subprocess
+
+    def sh(cmd):
+        try:
+            return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
+        except Exception:
+            return "?"
+
+    mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
+    return {
+        "nproc": os.cpu_count(),
+        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "cpu": sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip(),
+        "os": sh(". /etc/os-release && echo $PRETTY_NAME"),
+        "cargo": sh("cargo --version"),
+        "python": platform.python_version(),
+    }

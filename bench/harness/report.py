@@ -1,0 +1,125 @@
+"""Markdown tables: figures side by side, the correctness probes, and the
+targets blackhole is judged against."""
+
+
+def fmt(ctx, key, value):
+    return "-" if value is None else ctx.metrics[key].fmt.format(value)
+
+
+def ratio(a, b):
+    if a is None or b is None:
+        return None
+    if b == 0:
+        return None if a else 1.0
+    return a / b
+
+
+def rfmt(r):
+    return "-" if r is None else f"{r:.2f}x"
+
+
+def results_table(ctx):
+    peers = [c.name for c in ctx.subjects if c.name not in ("baseline", "blackhole")]
+    head = ["metric", "baseline", "blackhole", "blackhole / baseline"] + [
+        f"{p} (÷ blackhole)" for p in peers]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key, m in ctx.metrics.items():
+        base = ctx.median(key, "baseline")
+        bh = ctx.median(key, "blackhole")
+        label = f"{m.label} ({m.unit})" if m.unit else m.label
+        cells = [label, fmt(ctx, key, base), fmt(ctx, key, bh), rfmt(ratio(bh, base)) if m.ratios else ""]
+        for p in peers:
+            v = ctx.median(key, p)
+            cell = fmt(ctx, key, v)
+            if v is not None and m.ratios and ratio(v, bh) is not None:
+                cell += f" ({rfmt(ratio(v, bh))})"
+            cells.append(cell)
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+PROBES = [
+    ("daemon", "daemonized grandchild gone after stopping the service"),
+    ("kill9", "no service survives a SIGKILL of the supervisor (checked after 2 s)"),
+    ("restart", "no duplicate instance after SIGKILL and a new start"),
+]
+
+
+def probes_table(ctx):
+    subjects = [c.name for c in ctx.subjects if not c.is_baseline]
+    rows = ["| probe | " + " | ".join(subjects) + " |", "|" + "---|" * (len(subjects) + 1)]
+    for key, label in PROBES:
+        cells = []
+        for s in subjects:
+            ok, detail = ctx.probes.get((key, s), (None, "not run"))
+            mark = {True: "yes", False: "**no**", None: "n/a"}[ok]
+            cells.append(f"{mark} ({detail})")
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def targets(ctx):
+    """(target, figure, met) for each target; met is None when it was not measured."""
+    med = ctx.median
+    out = []
+
+    def vs_base(key, limit, what):
+        bh, base = med(key, "blackhole"), med(key, "baseline")
+        r = ratio(bh, base)
+        fig = "not measured" if r is None else f"{fmt(ctx, key, bh)} vs {fmt(ctx, key, base)} ms = {r:.2f}x"
+        out.append((f"{what} within {limit}x the baseline", fig, None if r is None else r <= limit))
+
+    def below(key, limit, unit, what):
+        v = med(key, "blackhole")
+        fig = "not measured" if v is None else f"{fmt(ctx, key, v)} {unit}".strip()
+        out.append((f"{what} < {limit} {unit}".strip(), fig, None if v is None else v < limit))
+
+    for n in (100, 1000):
+        if f"W1.start.{n}" in ctx.metrics:
+            vs_base(f"W1.start.{n}", 2, f"W1 start-up, {n} services,")
+    for n, limit in ((100, 8), (1000, 20)):
+        if f"W1.rss.{n}" in ctx.metrics:
+            below(f"W1.rss.{n}", limit, "MiB", f"W1 RSS with {n} services")
+    for n in (100, 1000):
+        if f"W2.wake.{n}" in ctx.metrics:
+            v = med(f"W2.wake.{n}", "blackhole")
+            out.append((f"W2 no wake-ups while idle, {n} services", "not measured" if v is None else f"{v:.0f}",
+                        None if v is None else v == 0))
+            below(f"W2.cpu.{n}", 1, "ms", f"W2 idle CPU over the window, {n} services,")
+    if "W3.p50" in ctx.metrics:
+        vs_base("W3.p50", 2, "W3 restart p50")
+        below("W3.p50", 4, "ms", "W3 restart p50")
+        below("W3.p99", 10, "ms", "W3 restart p99")
+    for key, m in ctx.metrics.items():
+        if key.startswith("W4.total."):
+            vs_base(key, 1.2, m.label.replace(": until all lines are in the log", ", all lines in the log,"))
+            lost = med(key.replace("total", "lost"), "blackhole")
+            out.append((f"{m.label.split(':')[0]}: zero lines lost", "not measured" if lost is None else f"{lost:.0f} lost",
+                        None if lost is None else lost == 0))
+    for key, m in ctx.metrics.items():
+        if key.startswith("W5.stop.") or key.startswith("W5.shutdown."):
+            vs_base(key, 2, m.label)
+    return out
+
+
+def targets_table(ctx):
+    rows = ["| target | blackhole's figure | |", "|---|---|---|"]
+    for what, fig, met in targets(ctx):
+        verdict = {True: "met", False: "**missed**", None: "n/a"}[met]
+        rows.append(f"| {what} | {fig} | {verdict} |")
+    return "\n".join(rows)
+
+
+def notes_list(ctx):
+    lines = [f"- {w} {s}: {t}" for w, s, t in ctx.notes]
+    for s, why in ctx.skipped.items():
+        lines.append(f"- {s} skipped: {why}")
+    return "\n".join(lines) or "- none"
+
+
+def floors_table(ctx):
+    rows = ["| supervisor | enforced minimum restart delay | how it was configured | W3 kill after |",
+            "|---|---|---|---|"]
+    for c in ctx.subjects:
+        rows.append(f"| {c.name} | {c.restart_floor:g} s | {c.restart_note} | {c.restart_settle:g} s up |")
+    return "\n".join(rows)

@@ -1,0 +1,124 @@
+"""W6 control latency and W5 stop-all on one instance per (subject, N), then
+W5 shutdown of the supervisor itself on a fresh instance.
+
+W6: the wall time of the supervisor's own status command (a new client
+process each time, as a user or a script would run it); for blackhole also
+the raw API round trip on its socket. W5: from the stop request until every
+service process has exited (kernel exit events); the command's own return
+time is kept as a second figure.
+"""
+
+import http.client
+import os
+import signal
+import socket
+import time
+
+from . import procs
+from .common import pause_services, percentile, session, supervisor_pids, wait_control_ready
+
+
+class UnixHTTP(http.client.HTTPConnection):
+    def __init__(self, path):
+        super().__init__("localhost", timeout=30)
+        self.path = str(path)
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self.path)
+
+
+def api_get(sock_path, path):
+    conn = UnixHTTP(sock_path)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        body = resp.read()
+        return resp.status, body
+    finally:
+        conn.close()
+
+
+def control(ctx, cls, n, w5, w6):
+    trials = 10 if ctx.opts.quick else 50
+    with session(ctx, cls, f"ctl{n}", pause_services(n, cls.is_baseline)) as s:
+        s.launch()
+        if ctx.events.wait_count(n, timeout=300) is None:
+            ctx.note("W5/W6", s.name, f"the {n} services did not all come up")
+            return
+        if not wait_control_ready(ctx, s):
+            ctx.note("W5/W6", s.name, "the status command never succeeded")
+            return
+        time.sleep(1.0)
+        if w6 and s.status_cmd():
+            k50 = ctx.metric(f"W6.p50.{n}", "W6", f"W6 status round trip p50, {n} services", "ms", "{:.1f}")
+            k99 = ctx.metric(f"W6.p99.{n}", "W6", f"W6 status round trip p99, {n} services", "ms", "{:.1f}")
+            times, failed = [], 0
+            for _ in range(trials):
+                dt, cp = s.cmd(s.status_cmd())
+                times.append(dt * 1000)
+                failed += cp.returncode != 0
+            if failed:
+                ctx.note("W6", s.name, f"{failed} of {trials} status commands exited non-zero")
+            ctx.record(k50, s.name, percentile(times, 50))
+            ctx.record(k99, s.name, percentile(times, 99))
+            ctx.log(f"    {s.name} N={n}: status p50 {percentile(times, 50):.1f} ms, p99 {percentile(times, 99):.1f} ms")
+            if s.name == "blackhole":
+                a50 = ctx.metric(f"W6.api50.{n}", "W6", f"W6 raw API GET /v1/services p50, {n} services", "ms",
+                                 "{:.2f}", ratios=False)
+                a99 = ctx.metric(f"W6.api99.{n}", "W6", f"W6 raw API GET /v1/services p99, {n} services", "ms",
+                                 "{:.2f}", ratios=False)
+                api = []
+                for _ in range(trials):
+                    t0 = procs.now_ns()
+                    status, _ = api_get(s.socket(), "/v1/services")
+                    api.append((procs.now_ns() - t0) / 1e6)
+                    assert status == 200, status
+                ctx.record(a50, s.name, percentile(api, 50))
+                ctx.record(a99, s.name, percentile(api, 99))
+                ctx.log(f"    {s.name} N={n}: raw API p50 {percentile(api, 50):.2f} ms, p99 {percentile(api, 99):.2f} ms")
+        if not w5:
+            return
+        k_stop = ctx.metric(f"W5.stop.{n}", "W5", f"W5 stop all {n} services: until all are gone", "ms", "{:.0f}")
+        k_cmd = ctx.metric(f"W5.stopcmd.{n}", "W5", f"W5 stop all {n} services: the stop command returns", "ms",
+                           "{:.0f}")
+        t0 = procs.now_ns()
+        if s.is_baseline:
+            os.kill(s.main_pid(), signal.SIGTERM)  # the baseline stops its children on SIGTERM
+        elif s.stop_all_cmd():
+            dt, cp = s.cmd(s.stop_all_cmd())
+            ctx.record(k_cmd, s.name, dt * 1000)
+            if cp.returncode != 0:
+                ctx.note("W5", s.name, f"stop-all exited {cp.returncode}: {cp.stderr.decode()[-200:]}")
+        else:
+            ctx.note("W5", s.name, "no command to stop all services; skipped")
+            return
+        t_gone = ctx.events.wait_none_live(timeout=120)
+        if t_gone is None:
+            ctx.note("W5", s.name, f"{len(ctx.events.live_pids())} services still alive 120 s after stop-all")
+            return
+        ctx.record(k_stop, s.name, (t_gone - t0) / 1e6)
+        ctx.log(f"    {s.name} N={n}: stop-all, all gone after {(t_gone - t0) / 1e6:.0f} ms")
+
+
+def shutdown(ctx, cls, n=100):
+    k = ctx.metric(f"W5.shutdown.{n}", "W5", f"W5 shut the supervisor down with {n} services", "ms", "{:.0f}")
+    with session(ctx, cls, f"down{n}", pause_services(n, cls.is_baseline)) as s:
+        s.launch()
+        if ctx.events.wait_count(n, timeout=300) is None:
+            ctx.note("W5", s.name, "the services did not all come up")
+            return
+        wait_control_ready(ctx, s)
+        time.sleep(1.0)
+        sup = supervisor_pids(ctx)
+        t0 = procs.now_ns()
+        s.shutdown()
+        t_svc = ctx.events.wait_none_live(timeout=120)
+        t_sup = ctx.events.wait_exited(sup, timeout=120)
+        if t_svc is None or t_sup is None:
+            alive = [p for p in sup if p not in ctx.events.exits]
+            ctx.note("W5", s.name, f"shutdown incomplete after 120 s: {len(ctx.events.live_pids())} services, "
+                     f"{len(alive)} supervisor processes alive")
+            return
+        ctx.record(k, s.name, (max(t_svc, t_sup) - t0) / 1e6)
+        ctx.log(f"    {s.name}: shutdown with {n} services took {(max(t_svc, t_sup) - t0) / 1e6:.0f} ms")
