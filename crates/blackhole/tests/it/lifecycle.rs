@@ -282,6 +282,14 @@ fn sigterm_to_the_orchestrator_stops_everything_and_exits_zero() {
         .iter()
         .map(|n| s.wait_state(n, State::Running).pid.unwrap())
         .collect();
+    for name in ["a", "b"] {
+        wait_for("the trap to be set", Duration::from_secs(10), || {
+            s.log_lines(name)
+                .iter()
+                .any(|l| l.starts_with("started"))
+                .then_some(())
+        });
+    }
     s.signal(Signal::SIGTERM);
     assert_eq!(s.wait_exit(Duration::from_secs(15)), Some(0));
     assert!(pids.iter().all(|p| !alive(*p)));
