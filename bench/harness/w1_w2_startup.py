@@ -16,12 +16,15 @@ STEADY_S = 2.0  # after the last start, before memory is read
 
 def run(ctx, cls, n, w1, w2):
     idle_s = 5 if ctx.opts.quick else 30
-    k_start = ctx.metric(f"W1.start.{n}", "W1", f"W1 start-up, {n} services", "ms")
-    k_rss = ctx.metric(f"W1.rss.{n}", "W1", f"W1 RSS of the supervisor, {n} services", "MiB")
-    k_pss = ctx.metric(f"W1.pss.{n}", "W1", f"W1 PSS of the supervisor, {n} services", "MiB")
-    k_cpu = ctx.metric(f"W2.cpu.{n}", "W2", f"W2 idle CPU over {idle_s} s, {n} services", "ms", "{:.2f}")
-    k_wake = ctx.metric(f"W2.wake.{n}", "W2", f"W2 idle wake-ups over {idle_s} s, {n} services", "", "{:.0f}")
-    k_rss2 = ctx.metric(f"W2.rss.{n}", "W2", f"W2 RSS after idling, {n} services", "MiB")
+    if w1:
+        k_start = ctx.metric(f"W1.start.{n}", "W1", f"W1 start-up, {n} services", "ms")
+        k_rss = ctx.metric(f"W1.rss.{n}", "W1", f"W1 RSS of the supervisor, {n} services", "MiB")
+        k_pss = ctx.metric(f"W1.pss.{n}", "W1", f"W1 PSS of the supervisor, {n} services", "MiB")
+    if w2:
+        k_cpu = ctx.metric(f"W2.cpu.{n}", "W2", f"W2 idle CPU over {idle_s} s, {n} services", "ms", "{:.2f}")
+        k_wake = ctx.metric(f"W2.wake.{n}", "W2", f"W2 idle wake-ups over {idle_s} s, {n} services", "",
+                            "{:.0f}")
+        k_rss2 = ctx.metric(f"W2.rss.{n}", "W2", f"W2 RSS after idling, {n} services", "MiB")
 
     with session(ctx, cls, f"start{n}", pause_services(n, cls.is_baseline)) as s:
         t0 = procs.now_ns()

@@ -62,9 +62,18 @@ pub struct SpawnPlan {
     pub envp: Vec<CString>,
     pub cwd: Option<CString>,
     pub output: Output,
+    /// A cgroup v2 directory to create the child in, atomically, with
+    /// `clone3(CLONE_INTO_CGROUP)`: no moment outside it, and none of the
+    /// cost of migrating a running process (which waits for an RCU grace
+    /// period, milliseconds per process).
+    pub cgroup_dir: Option<OwnedFd>,
     /// `cgroup.procs` files opened for writing; the child writes `0` to each
-    /// to move itself in before exec.
+    /// to move itself in before exec (cgroup v1 hierarchies, and v2 on
+    /// kernels without clone3).
     pub cgroup_procs: Vec<OwnedFd>,
+    /// The `cgroup.procs` of `cgroup_dir`, written only when clone3 is not
+    /// available.
+    pub cgroup_dir_procs: Option<OwnedFd>,
     pub rlimits: Vec<Rlimit>,
     pub credentials: Option<Credentials>,
     pub no_new_privs: bool,
@@ -84,7 +93,9 @@ impl SpawnPlan {
             envp: Vec::new(),
             cwd: None,
             output: Output::Capture,
+            cgroup_dir: None,
             cgroup_procs: Vec::new(),
+            cgroup_dir_procs: None,
             rlimits: Vec::new(),
             credentials: None,
             no_new_privs: false,
@@ -344,21 +355,33 @@ pub fn spawn(plan: &SpawnPlan) -> Result<Spawned, SpawnError> {
         parent_pid: unsafe { libc::getpid() },
     };
 
-    // SAFETY: fork is called with everything the child needs prepared; the
-    // child only runs `child_main`, which makes async-signal-safe system
-    // calls on that memory and never returns.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(SpawnError::Setup {
-            what: "fork",
-            source: std::io::Error::last_os_error(),
-        });
-    }
+    let (pid, in_cgroup) = match &plan.cgroup_dir {
+        Some(dir) => match clone_into_cgroup(dir.as_raw_fd()) {
+            Ok(pid) => (pid, true),
+            // No clone3 or no CLONE_INTO_CGROUP: fork, and join by writing.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOSYS | libc::EINVAL | libc::E2BIG)
+                ) =>
+            {
+                (fork()?, false)
+            }
+            Err(e) => {
+                return Err(SpawnError::Setup {
+                    what: "create the process in its cgroup",
+                    source: e,
+                });
+            }
+        },
+        None => (fork()?, false),
+    };
     if pid == 0 {
         child_main(
             &prepared,
             status_w.as_raw_fd(),
             plan.output == Output::Discard,
+            in_cgroup,
         );
     }
     drop(moved);
@@ -375,6 +398,70 @@ pub fn spawn(plan: &SpawnPlan) -> Result<Spawned, SpawnError> {
         stderr: err_r,
         exec_status: status_r,
     })
+}
+
+fn fork() -> Result<libc::pid_t, SpawnError> {
+    // SAFETY: fork is called with everything the child needs prepared; the
+    // child only runs `child_main`, which makes async-signal-safe system
+    // calls on that memory and never returns.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(SpawnError::Setup {
+            what: "fork",
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(pid)
+}
+
+/// `struct clone_args` of linux/sched.h, up to `cgroup` (version 2).
+#[repr(C)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// A fork whose child starts life in the cgroup `dir` (Linux 5.7+).
+fn clone_into_cgroup(dir: RawFd) -> std::io::Result<libc::pid_t> {
+    let args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        pidfd: 0,
+        child_tid: 0,
+        parent_tid: 0,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: 0,
+        stack_size: 0,
+        tls: 0,
+        set_tid: 0,
+        set_tid_size: 0,
+        cgroup: dir as u64,
+    };
+    // SAFETY: clone3 without CLONE_VM and without a stack behaves like
+    // fork (the child gets a copy of this stack); `args` outlives the call
+    // and its size is passed. The child then runs only `child_main`, as
+    // after fork.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            size_of::<CloneArgs>(),
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(rc as libc::pid_t)
 }
 
 /// Reports a failed step to the parent and exits. Never returns.
@@ -395,13 +482,14 @@ fn fail(status_fd: RawFd, stage: Stage) -> ! {
 }
 
 /// The child between fork and exec. Only system calls on prepared memory.
-fn child_main(p: &Prepared, status_fd: RawFd, discard_output: bool) -> ! {
+fn child_main(p: &Prepared, status_fd: RawFd, discard_output: bool, in_cgroup: bool) -> ! {
     let plan = p.plan;
     // SAFETY (whole function): every call below is an async-signal-safe
     // system call wrapper; every pointer refers to memory owned by `plan`
     // or `p`, which the fork copied and nothing frees before exec.
     unsafe {
-        for fd in &plan.cgroup_procs {
+        let v2_fallback = plan.cgroup_dir_procs.iter().filter(|_| !in_cgroup);
+        for fd in plan.cgroup_procs.iter().chain(v2_fallback) {
             if libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
                 fail(status_fd, Stage::Cgroup);
             }

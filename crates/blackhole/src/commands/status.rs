@@ -41,11 +41,7 @@ pub async fn run(client: &Client, args: StatusArgs) -> Result<u8, ClientError> {
             if !s.enabled {
                 state.push_str(" (disabled)");
             }
-            let note = match (&s.blocked_on, s.next_start_secs) {
-                (Some(b), _) => b.clone(),
-                (None, Some(n)) => format!("next start in {n:.1}s"),
-                _ => s.last_error.clone().unwrap_or_default(),
-            };
+            let note = note(s);
             vec![
                 s.name.clone(),
                 state,
@@ -73,4 +69,26 @@ pub async fn run(client: &Client, args: StatusArgs) -> Result<u8, ClientError> {
         )
     );
     Ok(code::OK)
+}
+
+/// The one thing worth knowing about a service beyond its state.
+fn note(s: &ServiceStatus) -> String {
+    use blackhole_api::State;
+    match s.state {
+        State::Blocked => s.blocked_on.clone().unwrap_or_default(),
+        State::Restarting => match (s.next_start_secs, &s.last_error) {
+            (Some(n), Some(e)) => format!("{e}; next start in {n:.1}s"),
+            (Some(n), None) => format!("next start in {n:.1}s"),
+            (None, e) => e.clone().unwrap_or_default(),
+        },
+        State::Running if !s.ready => format!(
+            "not ready: {}",
+            s.readiness
+                .as_ref()
+                .map_or("readiness lost", |r| r.message.as_str())
+        ),
+        State::Running | State::Starting => s.status_text.clone().unwrap_or_default(),
+        State::Failed | State::Exited => s.last_error.clone().unwrap_or_default(),
+        State::Stopped | State::Stopping => String::new(),
+    }
 }

@@ -308,6 +308,7 @@ impl<P: Processes> Actor<P> {
         let mut queue = VecDeque::from([input]);
         while let Some(input) = queue.pop_front() {
             let before = self.machine.state();
+            let was_ready = self.machine.ready();
             let effects = self.machine.handle(input, Instant::now(), fastrand::f64());
             let after = self.machine.state();
             if before != after {
@@ -315,6 +316,26 @@ impl<P: Processes> Actor<P> {
                     self.health.became_ready();
                 }
                 self.transitioned(before, after).await;
+            } else if after == State::Running && was_ready != self.machine.ready() {
+                // Readiness changed without a state change: say so.
+                let message = if self.machine.ready() {
+                    "ready again".to_string()
+                } else {
+                    format!(
+                        "not ready: {}",
+                        self.machine.last_error().unwrap_or("readiness lost")
+                    )
+                };
+                tracing::info!(service = %self.spec.name, "{message}");
+                self.log.note(self.machine.pid(), &message).await;
+                self.events.publish(
+                    &self.spec.name,
+                    "health",
+                    None,
+                    None,
+                    self.machine.pid(),
+                    message,
+                );
             }
             for effect in effects {
                 match effect {

@@ -42,6 +42,15 @@ impl ServiceCgroup {
         Ok(file.into())
     }
 
+    /// The directory opened for `clone3(CLONE_INTO_CGROUP)`.
+    pub fn dir_for_clone(&self) -> io::Result<OwnedFd> {
+        let dir = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(&self.path)?;
+        Ok(dir.into())
+    }
+
     /// Moves an existing process in (used for the orchestrator's own
     /// helpers, never for services: those enter before exec).
     pub fn add(&self, pid: u32) -> io::Result<()> {

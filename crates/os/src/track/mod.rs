@@ -101,7 +101,8 @@ impl Group {
                 Some(cg) => cg.clone(),
                 None => ServiceCgroup::create(path.clone())?,
             };
-            plan.cgroup_procs.push(cg.procs_for_child()?);
+            plan.cgroup_dir = Some(cg.dir_for_clone()?);
+            plan.cgroup_dir_procs = Some(cg.procs_for_child()?);
             *cgroup = Some(cg);
         }
         Ok(())
