@@ -94,6 +94,7 @@ def main():
         "sizes": sizes,
         "runs": opts.runs,
         "quick": opts.quick,
+        "loadavg_start": loadavg(),
     }
     print(json.dumps(meta, indent=2), flush=True)
     t_start = time.monotonic()
@@ -120,33 +121,39 @@ def main():
         if not opts.keep:
             shutil.rmtree(workroot, ignore_errors=True)
     meta["elapsed_s"] = round(time.monotonic() - t_start)
+    meta["loadavg_end"] = loadavg()
     save_and_print(ctx, meta)
 
 
+def loadavg():
+    return Path("/proc/loadavg").read_text().split()[:3]
+
+
 def run_once(ctx, only, sizes):
+    """Each workload on every subject in turn; the load average shows what else ran meanwhile."""
     subj = ctx.subjects
     if only & {"W1", "W2"}:
-        ctx.log("-- W1 start-up / W2 idle")
+        ctx.log("-- W1 start-up / W2 idle  (load average " + " ".join(loadavg()) + ")")
         for n in sizes:
             for cls in subj:
                 w1_w2_startup.run(ctx, cls, n, "W1" in only, "W2" in only)
     if "W3" in only:
-        ctx.log("-- W3 restart latency")
+        ctx.log("-- W3 restart latency  (load average " + " ".join(loadavg()) + ")")
         for cls in subj:
             w3_restart.run(ctx, cls)
     if "W4" in only:
-        ctx.log("-- W4 log throughput")
+        ctx.log("-- W4 log throughput  (load average " + " ".join(loadavg()) + ")")
         cases = [(1, 200_000), (20, 20_000)] if ctx.opts.quick else [(1, 1_000_000), (20, 1_000_000)]
         for writers, lines in cases:
             for cls in subj:
                 w4_logs.run(ctx, cls, writers, lines)
     if only & {"W5", "W6"}:
-        ctx.log("-- W6 control latency / W5 stop-all")
+        ctx.log("-- W6 control latency / W5 stop-all  (load average " + " ".join(loadavg()) + ")")
         for n in sizes:
             for cls in subj:
                 w5_w6_control.control(ctx, cls, n, "W5" in only, "W6" in only)
     if "W5" in only:
-        ctx.log("-- W5 shutdown")
+        ctx.log("-- W5 shutdown  (load average " + " ".join(loadavg()) + ")")
         for cls in subj:
             w5_w6_control.shutdown(ctx, cls, sizes[0])
 
@@ -163,8 +170,8 @@ def save_and_print(ctx, meta):
         "probes": [{"probe": p, "subject": s, "ok": ok, "detail": d} for (p, s), (ok, d) in ctx.probes.items()],
         "notes": [{"workload": w, "subject": s, "text": t} for w, s, t in ctx.notes],
         "skipped": ctx.skipped,
-        "restart_floors": {c.name: {"floor_s": c.restart_floor, "how": c.restart_note,
-                                    "killed_after_s": c.restart_settle} for c in ctx.subjects},
+        "setup": {c.name: {"restart_floor_s": c.restart_floor, "restart": c.restart_note,
+                           "killed_after_s": c.restart_settle, "logs": c.log_note} for c in ctx.subjects},
     }
     path = out_dir / f"{stamp}{'-quick' if meta['quick'] else ''}.json"
     path.write_text(json.dumps(raw, indent=1))
@@ -184,9 +191,9 @@ def save_and_print(ctx, meta):
         "",
         report.targets_table(ctx),
         "",
-        "### Restart floors",
+        "### How each supervisor was set up",
         "",
-        report.floors_table(ctx),
+        report.setup_table(ctx),
         "",
         "### Notes",
         "",

@@ -117,9 +117,10 @@ def notes_list(ctx):
     return "\n".join(lines) or "- none"
 
 
-def floors_table(ctx):
-    rows = ["| supervisor | enforced minimum restart delay | how it was configured | W3 kill after |",
-            "|---|---|---|---|"]
+def setup_table(ctx):
+    rows = ["| supervisor | minimum restart delay it enforces | restart configuration | W3 kills after | "
+            "W4 log path |", "|---|---|---|---|---|"]
     for c in ctx.subjects:
-        rows.append(f"| {c.name} | {c.restart_floor:g} s | {c.restart_note} | {c.restart_settle:g} s up |")
+        rows.append(f"| {c.name} | {c.restart_floor:g} s | {c.restart_note} | {c.restart_settle:g} s up | "
+                    f"{c.log_note} |")
     return "\n".join(rows)

@@ -7,7 +7,7 @@ runtime (exec to exit, from kernel events). Lines lost = printed - counted.
 
 import time
 
-from .common import session
+from .common import session, wait_until
 from .subjects import Svc
 
 TOKEN = b"line "  # once per printed line whatever prefix the supervisor adds
@@ -22,13 +22,10 @@ class LineCounter:
         self.offsets, self.tails = {}, {}
         self.count = 0
         self.files = []
-        self.last_glob = 0.0
 
     def poll(self):
-        now = time.monotonic()
-        if now - self.last_glob > 0.2:  # rotation or late creation adds files
-            self.files = [f for n in self.names for f in self.subject.log_files(n)]
-            self.last_glob = now
+        # Looked up on every poll: files appear late and rotation adds some.
+        self.files = [f for n in self.names for f in self.subject.log_files(n)]
         grew = False
         for f in self.files:
             try:
@@ -81,6 +78,8 @@ def run(ctx, cls, writers, lines):
             if writers_done and time.monotonic() - last_growth > QUIET_S:
                 break
             time.sleep(0.005)
+        # Lines can all be in before the last writer has exited: wait for the exits.
+        wait_until(lambda: len(ctx.events.exits_of_execs()) >= writers or None, 30)
         execs = ctx.events.exec_times()
         t_first = min(execs.values())
         exits = ctx.events.exits_of_execs()

@@ -8,24 +8,14 @@ service process has exited (kernel exit events); the command's own return
 time is kept as a second figure.
 """
 
-import http.client
 import os
 import signal
-import socket
 import time
 
 from . import procs
+from .bh_events import follow_events, state_times
 from .common import pause_services, percentile, session, supervisor_pids, wait_control_ready
-
-
-class UnixHTTP(http.client.HTTPConnection):
-    def __init__(self, path):
-        super().__init__("localhost", timeout=30)
-        self.path = str(path)
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(self.path)
+from .unixhttp import UnixHTTP
 
 
 def api_get(sock_path, path):
@@ -82,6 +72,7 @@ def control(ctx, cls, n, w5, w6):
         k_stop = ctx.metric(f"W5.stop.{n}", "W5", f"W5 stop all {n} services: until all are gone", "ms", "{:.0f}")
         k_cmd = ctx.metric(f"W5.stopcmd.{n}", "W5", f"W5 stop all {n} services: the stop command returns", "ms",
                            "{:.0f}")
+        events = follow_events(s) if s.name == "blackhole" else None
         t0 = procs.now_ns()
         if s.is_baseline:
             os.kill(s.main_pid(), signal.SIGTERM)  # the baseline stops its children on SIGTERM
@@ -99,6 +90,23 @@ def control(ctx, cls, n, w5, w6):
             return
         ctx.record(k_stop, s.name, (t_gone - t0) / 1e6)
         ctx.log(f"    {s.name} N={n}: stop-all, all gone after {(t_gone - t0) / 1e6:.0f} ms")
+        if events is not None:
+            time.sleep(0.5)
+            explain_stop(ctx, "W5", f"stop-all of {n}", events, t0, t_gone)
+
+
+def explain_stop(ctx, workload, what, events, t0, t_gone):
+    """When blackhole reported its services stopping and stopped, against when they were gone."""
+    stopping = state_times(events, t0, "stopping")
+    stopped = state_times(events, t0, "stopped")
+    if not stopped:
+        return
+    ctx.note(workload, "blackhole",
+             f"{what}: last process exited at {(t_gone - t0) / 1e6:.0f} ms; events read: "
+             f"first 'stopping' {min(stopping, default=float('nan')):.0f} ms, "
+             f"last 'stopping' {max(stopping, default=float('nan')):.0f} ms, "
+             f"first 'stopped' {min(stopped):.0f} ms, last 'stopped' {max(stopped):.0f} ms "
+             f"({len(stopped)} services)")
 
 
 def shutdown(ctx, cls, n=100):
@@ -111,6 +119,7 @@ def shutdown(ctx, cls, n=100):
         wait_control_ready(ctx, s)
         time.sleep(1.0)
         sup = supervisor_pids(ctx)
+        events = follow_events(s) if s.name == "blackhole" else None
         t0 = procs.now_ns()
         s.shutdown()
         t_svc = ctx.events.wait_none_live(timeout=120)
@@ -122,3 +131,6 @@ def shutdown(ctx, cls, n=100):
             return
         ctx.record(k, s.name, (max(t_svc, t_sup) - t0) / 1e6)
         ctx.log(f"    {s.name}: shutdown with {n} services took {(max(t_svc, t_sup) - t0) / 1e6:.0f} ms")
+        if events is not None:
+            explain_stop(ctx, "W5", f"shutdown with {n} (supervisor exited at {(t_sup - t0) / 1e6:.0f} ms)",
+                         events, t0, t_svc)

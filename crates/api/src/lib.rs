@@ -57,7 +57,23 @@ pub struct ServiceStatus {
     /// differs from `pid`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub main_pid: Option<u32>,
+    /// The configured environment, with secret-looking values masked
+    /// (only in the single-service view).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<std::collections::BTreeMap<String, String>>,
 }
+
+/// Whether a variable's value is kept out of status output: its name
+/// contains SECRET, TOKEN, PASSWORD, PASSWD or KEY.
+pub fn looks_secret(key: &str) -> bool {
+    let k = key.to_ascii_uppercase();
+    ["SECRET", "TOKEN", "PASSWORD", "PASSWD", "KEY"]
+        .iter()
+        .any(|s| k.contains(s))
+}
+
+/// What status shows instead of a secret value.
+pub const MASK: &str = "********";
 
 /// The last result of a readiness or liveness check.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

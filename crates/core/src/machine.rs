@@ -198,6 +198,9 @@ pub enum Input {
     /// No process could be created, or exec failed (and the failed
     /// child is already gone).
     SpawnFailed(String),
+    /// Starting is refused and retrying cannot help (a binary that fails
+    /// its checksum, a limit that cannot be enforced): failed at once.
+    StartRefused(String),
     Ready,
     NotReady(String),
     StartTimedOut,
@@ -474,6 +477,18 @@ impl Machine {
                     self.ready = true;
                     self.enter(Running, now, fx);
                 }
+            }
+            Input::StartRefused(why) => {
+                if self.state != Starting {
+                    return;
+                }
+                self.last_exit = Some(LastExit {
+                    status: None,
+                    reason: EndReason::SpawnFailed(why.clone()),
+                });
+                self.last_error = Some(format!("refused to start: {why}"));
+                self.run_started = None;
+                self.enter(Failed, now, fx);
             }
             Input::SpawnFailed(why) => {
                 if self.state != Starting {

@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use blackhole_core::config::{self, Config, FsDiscovery, LoadOptions, LogFormat, LogLevel};
+use blackhole_core::config::{self, Config, LoadOptions, LogFormat, LogLevel};
+use blackhole_os::host::SystemHost;
 use blackhole_os::spawner::{Reaper, Spawner};
 use blackhole_os::track::Tracking;
 use tokio::signal::unix::{SignalKind, signal};
@@ -54,7 +55,7 @@ pub fn up(opts: UpOptions) -> i32 {
     let options = LoadOptions {
         services_dir: opts.services_dir.clone(),
     };
-    let loaded = config::load(&opts.config, opts.explicit, &options, &FsDiscovery);
+    let loaded = config::load(&opts.config, opts.explicit, &options, &SystemHost);
     for d in &loaded.diagnostics {
         eprintln!("{d}");
     }
@@ -159,13 +160,13 @@ async fn run(config: Config, source: Source) -> Result<(), String> {
     };
 
     let instance = instance_name(&orch.state_dir);
-    let base_rel = PathBuf::from("blackhole").join(&instance);
+    let base_rel = PathBuf::from(&orch.cgroup_parent).join(&instance);
     let allow_cgroups = orch.cgroups != blackhole_core::config::CgroupMode::Off;
-    let (tracking, why) = Tracking::detect(&base_rel, allow_cgroups);
-    tracing::info!("process tracking: {why}");
-    if let Some(base) = tracking.base() {
-        clean_leftovers(base);
+    let tracking = Tracking::detect(&base_rel, allow_cgroups);
+    for note in &tracking.layout.notes {
+        tracing::info!("cgroups: {note}");
     }
+    clean_leftovers(&tracking);
 
     let writer = LogWriter::start(orch.log_dir.clone(), orch.log_max_size, orch.log_max_files)
         .map_err(|e| format!("cannot start the log writer: {e}"))?;
@@ -180,9 +181,22 @@ async fn run(config: Config, source: Source) -> Result<(), String> {
         base_env: BaseEnv::from_process(),
         nofile,
         instance,
+        optional_limits: orch.cgroups == blackhole_core::config::CgroupMode::Optional,
     });
+    for spec in config.services.values() {
+        for problem in ctx.unenforceable(spec) {
+            if ctx.optional_limits {
+                tracing::warn!(service = %spec.name, "{problem}; running without it (cgroups = \"optional\")");
+            } else {
+                tracing::error!(
+                    service = %spec.name,
+                    "{problem}; the service will not start (set cgroups = \"optional\" to run it without the limit)"
+                );
+            }
+        }
+    }
 
-    let listener = state_dir::bind_socket(&orch.socket, 0o600)?;
+    let listener = state_dir::bind_socket(&orch.socket, orch.socket_group)?;
     let listener =
         tokio::net::UnixListener::from_std(listener).map_err(|e| format!("control socket: {e}"))?;
 
@@ -198,17 +212,33 @@ async fn run(config: Config, source: Source) -> Result<(), String> {
         req_rx,
         telemetry,
     );
-    let server = tokio::spawn(control::serve(
-        listener,
-        control::AppState {
-            requests: req_tx,
-            registry,
-            events,
-            started,
-            config: config_file,
-            tracking: tracking_desc,
-        },
-    ));
+    let app = control::AppState {
+        requests: req_tx,
+        registry,
+        events,
+        started,
+        config: config_file,
+        tracking: tracking_desc,
+    };
+    let tcp = match (&orch.listen, &orch.token_file) {
+        (Some(addr), Some(token_file)) => {
+            match control::tcp::start(addr, token_file, app.clone()).await {
+                Ok(task) => {
+                    tracing::info!(
+                        "control API also on tcp://{addr} (bearer token from {})",
+                        token_file.display()
+                    );
+                    Some(task)
+                }
+                Err(e) => {
+                    tracing::error!("not listening on {addr}: {e}");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let server = tokio::spawn(control::serve(listener, app));
     tracing::info!(
         "blackhole {} up (pid {}); control socket {}",
         env!("CARGO_PKG_VERSION"),
@@ -220,8 +250,11 @@ async fn run(config: Config, source: Source) -> Result<(), String> {
         .await
         .map_err(|e| format!("signal handling failed: {e}"));
     server.abort();
+    if let Some(t) = tcp {
+        t.abort();
+    }
     let _ = std::fs::remove_file(&orch.socket);
-    if let Some(base) = tracking.base() {
+    for base in tracking.all_bases() {
         let _ = std::fs::remove_dir(base);
     }
     drop(lock);
@@ -231,8 +264,14 @@ async fn run(config: Config, source: Source) -> Result<(), String> {
 
 /// Kills whatever a previous orchestrator on this state folder left in its
 /// cgroups (it was SIGKILLed, or the machine lost power), so that no
-/// service ever runs twice.
-fn clean_leftovers(base: &Path) {
+/// service ever runs twice; then removes its empty cgroups.
+fn clean_leftovers(tracking: &Tracking) {
+    for base in tracking.all_bases() {
+        clean_leftovers_in(&base);
+    }
+}
+
+fn clean_leftovers_in(base: &Path) {
     let Ok(dir) = std::fs::read_dir(base) else {
         return;
     };

@@ -75,7 +75,12 @@ pub fn acquire(state_dir: &Path) -> Result<StateLock, String> {
 /// name, restricted, then renamed into place, so it is never reachable
 /// with wider permissions. A socket file left by a dead orchestrator is
 /// replaced (the lock proves it is dead).
-pub fn bind_socket(path: &Path, mode: u32) -> Result<std::os::unix::net::UnixListener, String> {
+pub fn bind_socket(
+    path: &Path,
+    group: Option<u32>,
+) -> Result<std::os::unix::net::UnixListener, String> {
+    // Owner only, or owner and one group.
+    let mode = if group.is_some() { 0o660 } else { 0o600 };
     const MAX: usize = 107;
     let len = path.as_os_str().len();
     if len > MAX {
@@ -96,6 +101,10 @@ pub fn bind_socket(path: &Path, mode: u32) -> Result<std::os::unix::net::UnixLis
         .map_err(|e| format!("cannot bind the control socket {}: {e}", path.display()))?;
     fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))
         .map_err(|e| format!("cannot restrict the control socket: {e}"))?;
+    if let Some(gid) = group {
+        std::os::unix::fs::chown(&tmp, None, Some(gid))
+            .map_err(|e| format!("cannot give the control socket to group {gid}: {e}"))?;
+    }
     fs::rename(&tmp, path)
         .map_err(|e| format!("cannot put the control socket at {}: {e}", path.display()))?;
     listener

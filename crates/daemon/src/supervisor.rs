@@ -12,9 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use blackhole_api::{ReloadReport, ServiceStatus, State, codes};
-use blackhole_core::config::{self, Config, FsDiscovery, LoadOptions, ServiceSpec};
+use blackhole_core::config::{self, Config, LoadOptions, ServiceSpec};
 use blackhole_core::diff;
 use blackhole_core::graph;
+use blackhole_os::host::SystemHost;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -367,7 +368,7 @@ impl Supervisor {
             &self.source.path,
             self.source.explicit,
             &self.source.options,
-            &FsDiscovery,
+            &SystemHost,
         );
         let errors: Vec<String> = loaded.errors().map(|d| d.short()).collect();
         let Some(new) = loaded.config.filter(|_| errors.is_empty()) else {
@@ -611,6 +612,7 @@ impl Supervisor {
                 started: None,
                 next_start_at: None,
                 runs: 0,
+                environment: Default::default(),
             };
             match self.invalid_watch.get(name) {
                 Some(tx) => {

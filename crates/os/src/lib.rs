@@ -11,6 +11,7 @@
 //! - [`system`]: process-wide settings (subreaper, file limits).
 
 pub mod asyncfd;
+pub mod host;
 pub mod notify;
 pub mod pipe;
 pub mod procfs;
@@ -18,6 +19,7 @@ pub mod spawn;
 pub mod spawner;
 pub mod system;
 pub mod track;
+pub mod verify;
 
 pub use blackhole_core::machine::ExitStatus;
 pub use blackhole_core::signal::Signal;

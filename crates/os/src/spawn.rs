@@ -56,6 +56,9 @@ pub struct SpawnPlan {
     /// Exec this opened file instead of the path, so that what was verified
     /// is what runs (`execveat` with `AT_EMPTY_PATH`).
     pub exec_fd: Option<OwnedFd>,
+    /// The file is a script: its interpreter opens it again through
+    /// `/dev/fd/N`, so the descriptor must stay open across exec.
+    pub exec_fd_is_script: bool,
     /// `argv`, including `argv[0]`.
     pub argv: Vec<CString>,
     /// `envp`, as `KEY=VALUE`.
@@ -89,6 +92,7 @@ impl SpawnPlan {
         SpawnPlan {
             program,
             exec_fd: None,
+            exec_fd_is_script: false,
             argv,
             envp: Vec::new(),
             cwd: None,
@@ -586,6 +590,9 @@ fn child_main(p: &Prepared, status_fd: RawFd, discard_output: bool, in_cgroup: b
 
         match &plan.exec_fd {
             Some(fd) => {
+                if plan.exec_fd_is_script && libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, 0) < 0 {
+                    fail(status_fd, Stage::Exec);
+                }
                 libc::syscall(
                     libc::SYS_execveat,
                     fd.as_raw_fd(),

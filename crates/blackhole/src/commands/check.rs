@@ -2,13 +2,16 @@
 
 use std::path::Path;
 
-use blackhole_core::config::{self, FsDiscovery, LoadOptions, Origin};
+use blackhole_core::config::CgroupMode;
+use blackhole_core::config::{self, LoadOptions, Origin};
+use blackhole_os::host::SystemHost;
+use blackhole_os::track::{Controller, Layout, Mounts, Place};
 
 use crate::code;
 use crate::render::table;
 
 pub fn run(config: &Path, explicit: bool) -> u8 {
-    let loaded = config::load(config, explicit, &LoadOptions::default(), &FsDiscovery);
+    let loaded = config::load(config, explicit, &LoadOptions::default(), &SystemHost);
     for d in &loaded.diagnostics {
         eprintln!("{d}\n");
     }
@@ -55,8 +58,59 @@ pub fn run(config: &Path, explicit: bool) -> u8 {
         "{}",
         table(&["NAME", "ENABLED", "RESTART", "BINARY", "ORIGIN"], &rows)
     );
-    let errors = loaded.errors().count();
-    let warnings = loaded.diagnostics.len() - errors;
+
+    // What this machine can enforce, decided as `up` would, without
+    // creating anything.
+    let orch = &c.orchestrator;
+    let allow = orch.cgroups != CgroupMode::Off;
+    let instance = blackhole_daemon::instance_name(&orch.state_dir);
+    let base_rel = std::path::Path::new(&orch.cgroup_parent).join(instance);
+    let layout = Layout::probe(&Mounts::detect(), &base_rel, allow);
+    println!("\nisolation on this machine:");
+    for note in &layout.notes {
+        println!("  {note}");
+    }
+    println!(
+        "  users: {}",
+        if blackhole_os::system::is_root() {
+            "running as root: services may switch user and group"
+        } else {
+            "not root: `user` and `group` cannot be used"
+        }
+    );
+    let mut limit_errors = 0;
+    for (name, s) in &c.services {
+        for key in s.cgroup_limits() {
+            let controller = match key {
+                "cpu_quota" => Controller::Cpu,
+                "pids_limit" => Controller::Pids,
+                _ => Controller::Memory,
+            };
+            match layout.controllers.get(&controller) {
+                Some(Place::V2(p)) => {
+                    println!("  {name}: {key} enforced by cgroup v2 ({})", p.display())
+                }
+                Some(Place::V1(p)) => println!(
+                    "  {name}: {key} enforced by cgroup v1 {controller} ({})",
+                    p.display()
+                ),
+                None if orch.cgroups == CgroupMode::Optional => {
+                    println!(
+                        "  {name}: {key} NOT enforced (no writable {controller} controller; cgroups = \"optional\")"
+                    )
+                }
+                None => {
+                    limit_errors += 1;
+                    eprintln!(
+                        "error: service `{name}`: {key} cannot be enforced: no writable {controller} cgroup controller; \
+                         set cgroups = \"optional\" to run it without the limit"
+                    );
+                }
+            }
+        }
+    }
+    let errors = loaded.errors().count() + limit_errors;
+    let warnings = loaded.diagnostics.len() - loaded.errors().count();
     println!(
         "\n{} services, {errors} error(s), {warnings} warning(s)",
         c.services.len() + c.invalid.len()

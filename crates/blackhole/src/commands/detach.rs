@@ -7,7 +7,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use blackhole_core::config::{self, FsDiscovery, LoadOptions};
+use blackhole_core::config::{self, LoadOptions};
+use blackhole_os::host::SystemHost;
 
 use crate::cli::{Global, UpArgs};
 use crate::client::Client;
@@ -17,7 +18,7 @@ pub fn run(global: &Global, config_path: &Path, explicit: bool, args: &UpArgs) -
     let options = LoadOptions {
         services_dir: args.services_dir.clone(),
     };
-    let loaded = config::load(config_path, explicit, &options, &FsDiscovery);
+    let loaded = config::load(config_path, explicit, &options, &SystemHost);
     let Some(config) = loaded.config else {
         for d in &loaded.diagnostics {
             eprintln!("{d}");

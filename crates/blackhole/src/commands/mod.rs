@@ -9,7 +9,7 @@ mod status;
 
 use std::path::{Path, PathBuf};
 
-use blackhole_core::config::{self, Discover, Discovery, LoadOptions};
+use blackhole_core::config::{self, Discovery, Host, LoadOptions};
 
 use crate::cli::{Command, Global, LogFormatArg, UpArgs};
 use crate::client::{Client, ClientError};
@@ -42,7 +42,7 @@ pub fn up(config: &Path, explicit: bool, args: UpArgs) -> u8 {
 /// `[orchestrator]` table.
 struct NoDiscovery;
 
-impl Discover for NoDiscovery {
+impl Host for NoDiscovery {
     fn discover(&self, _: &Path) -> Discovery {
         Discovery::default()
     }

@@ -494,11 +494,18 @@ impl Drop for Stack {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
-        if let Some(base) = self.cgroup_base() {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while !self.cgroup_pids().is_empty() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.cgroup_pids().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // This stack's folders in every hierarchy (v2 and v1 controllers).
+        let state_dir = std::path::absolute(self.path().join(".blackhole")).unwrap();
+        let name = blackhole_daemon::instance_name(&state_dir);
+        for h in ["unified", "memory", "cpu", "pids", "freezer", ""] {
+            let base = Path::new("/sys/fs/cgroup")
+                .join(h)
+                .join("blackhole")
+                .join(&name);
             for entry in fs::read_dir(&base).into_iter().flatten().flatten() {
                 let _ = fs::remove_dir(entry.path());
             }

@@ -4,6 +4,7 @@ mod api;
 mod cli;
 mod harness;
 mod health;
+mod isolation;
 mod lifecycle;
 mod logfiles;
 mod order;

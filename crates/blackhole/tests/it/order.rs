@@ -199,7 +199,7 @@ fn shutdown_with_a_blocked_dependent_is_prompt() {
         "trap 'exit 0' TERM\nwhile :; do sleep 1 & wait $!; done",
     );
     s.write_config(
-        "[services.db.restart]\nmax_attempts = 1\n[services.api]\ndepends_on = [\"db\"]\n",
+        "[services.db]\nreadiness = { kind = \"log\", pattern = \"^ready$\" }\n[services.db.restart]\nmax_attempts = 1\n[services.api]\ndepends_on = [\"db\"]\n",
     );
     s.up();
     s.wait_state("api", State::Blocked);

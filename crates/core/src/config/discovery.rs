@@ -6,6 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::diag::Diagnostic;
+use super::raw::IdOrName;
 use super::value::validate_service_name;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,17 +23,45 @@ pub struct Discovery {
     pub dir_missing: bool,
 }
 
-/// The seam between the loader and the filesystem, so that tests of the
-/// loader can describe a services folder without creating one.
-pub trait Discover {
+/// What the loader needs to know about the machine: the services folder
+/// and the user accounts. A seam, so that tests of the loader can describe
+/// a machine without having one; the real one is `blackhole_os::host`.
+pub trait Host {
     fn discover(&self, services_dir: &Path) -> Discovery;
+
+    /// Looks up a user: `Ok(None)` when there is no such user.
+    fn user(&self, who: &IdOrName) -> Result<Option<Account>, String> {
+        let _ = who;
+        Err("user accounts cannot be looked up here".into())
+    }
+
+    /// Looks up a group's id: `Ok(None)` when there is no such group.
+    fn group(&self, who: &IdOrName) -> Result<Option<u32>, String> {
+        let _ = who;
+        Err("groups cannot be looked up here".into())
+    }
+
+    /// Whether the orchestrator runs as root (needed to switch users).
+    fn is_root(&self) -> bool {
+        false
+    }
+}
+
+/// A user account as a service runs under it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Account {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups from the group database (the primary included).
+    pub groups: Vec<u32>,
 }
 
 /// Reads the real services folder.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FsDiscovery;
 
-impl Discover for FsDiscovery {
+impl Host for FsDiscovery {
     fn discover(&self, dir: &Path) -> Discovery {
         let mut out = Discovery::default();
         let entries = match std::fs::read_dir(dir) {

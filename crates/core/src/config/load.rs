@@ -17,12 +17,15 @@ use serde_spanned::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::diag::{Diagnostic, Severity, SourceText};
-use super::discovery::{Discover, check_executable};
+use super::discovery::{Account, Host, check_executable};
 use super::raw::{
-    Condition, ProbeKind, RawOrchestrator, RawProbe, RawRestart, RawService, RestartPolicy,
-    ServiceKind,
+    Condition, IdOrName, ProbeKind, RawOrchestrator, RawProbe, RawRestart, RawService,
+    RestartPolicy, ServiceKind,
 };
-use super::spec::{Check, Dependency, OrchestratorSpec, Origin, Probe, RestartSpec, ServiceSpec};
+use super::spec::{
+    Check, Dependency, OrchestratorSpec, Origin, Probe, RestartSpec, Rlimit, RlimitKind,
+    ServiceSpec,
+};
 use super::value::validate_service_name;
 use crate::backoff::Backoff;
 use crate::signal::Signal;
@@ -87,7 +90,7 @@ impl Loaded {
 
 /// Loads `path`. When `explicit` is false and the file does not exist, runs
 /// on the embedded default (discovery alone) with `path`'s folder as base.
-pub fn load(path: &Path, explicit: bool, options: &LoadOptions, discover: &dyn Discover) -> Loaded {
+pub fn load(path: &Path, explicit: bool, options: &LoadOptions, host: &dyn Host) -> Loaded {
     let path = absolute(path);
     let base_dir = path
         .parent()
@@ -95,12 +98,7 @@ pub fn load(path: &Path, explicit: bool, options: &LoadOptions, discover: &dyn D
         .unwrap_or_else(|| PathBuf::from("/"));
     match std::fs::read(&path) {
         Ok(bytes) => match String::from_utf8(bytes) {
-            Ok(text) => load_text(
-                Some(SourceText::new(&path, text)),
-                &base_dir,
-                options,
-                discover,
-            ),
+            Ok(text) => load_text(Some(SourceText::new(&path, text)), &base_dir, options, host),
             Err(e) => Loaded::fatal(vec![
                 Diagnostic::error(format!(
                     "the file is not valid UTF-8 (byte {})",
@@ -110,7 +108,7 @@ pub fn load(path: &Path, explicit: bool, options: &LoadOptions, discover: &dyn D
             ]),
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
-            load_text(None, &base_dir, options, discover)
+            load_text(None, &base_dir, options, host)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Loaded::fatal(vec![
             Diagnostic::error("configuration file not found")
@@ -128,7 +126,7 @@ pub fn load_text(
     source: Option<SourceText>,
     base_dir: &Path,
     options: &LoadOptions,
-    discover: &dyn Discover,
+    host: &dyn Host,
 ) -> Loaded {
     let base_dir = absolute(base_dir);
     let empty = SourceText::new(base_dir.join("blackhole.toml"), "");
@@ -147,11 +145,12 @@ pub fn load_text(
     let root = root.into_inner();
 
     let mut raw_orch = RawOrchestrator::default();
+    let mut orch_spans: BTreeMap<&'static str, Range<usize>> = BTreeMap::new();
     let mut raw_services: Vec<(Spanned<String>, Spanned<DeValue>)> = Vec::new();
     for (key, value) in root {
         let key_span = key.span();
         match key.get_ref().as_ref() {
-            "orchestrator" => match RawOrchestrator::deserialize(ValueDeserializer::from(value)) {
+            "orchestrator" => match deserialize_orchestrator(value, &mut orch_spans) {
                 Ok(o) => raw_orch = o,
                 Err(e) => diags.push(
                     Diagnostic::error(format!("[orchestrator]: {}", e.message()))
@@ -186,8 +185,19 @@ pub fn load_text(
         return Loaded::fatal(diags);
     }
 
-    let orchestrator = resolve_orchestrator(&raw_orch, &base_dir, options);
-    let discovery = discover.discover(&orchestrator.services_dir);
+    let orchestrator = resolve_orchestrator(
+        &raw_orch,
+        &base_dir,
+        options,
+        host,
+        src,
+        &orch_spans,
+        &mut diags,
+    );
+    if diags.iter().any(Diagnostic::is_error) {
+        return Loaded::fatal(diags);
+    }
+    let discovery = host.discover(&orchestrator.services_dir);
 
     let mut services = BTreeMap::new();
     let mut invalid = BTreeMap::new();
@@ -236,6 +246,7 @@ pub fn load_text(
                     Origin::Configured { line }
                 };
                 let ctx = ServiceCtx {
+                    host,
                     name: &name,
                     src,
                     spans,
@@ -251,6 +262,7 @@ pub fn load_text(
                         } else {
                             check_executable(&spec.binary).err()
                         };
+                        let problem = problem.or_else(|| writable_binary(host, &spec));
                         if let Some(problem) = problem {
                             let span = spans.span(&["binary_path"]);
                             service_diags.push(Diagnostic {
@@ -288,6 +300,7 @@ pub fn load_text(
         }
         let raw = RawService::default();
         let ctx = ServiceCtx {
+            host,
             name: &found.name,
             src,
             spans: SpanIndex::NONE,
@@ -296,6 +309,12 @@ pub fn load_text(
         };
         let mut service_diags = Vec::new();
         if let Some(spec) = resolve_service(&ctx, &raw, Origin::Discovered, &mut service_diags) {
+            if let Some(d) = writable_binary(host, &spec) {
+                service_diags.push(Diagnostic {
+                    severity: Severity::Error,
+                    ..d.service(&found.name)
+                });
+            }
             services.insert(found.name.clone(), spec);
         }
         diags.extend(service_diags);
@@ -353,7 +372,60 @@ fn resolve_orchestrator(
     raw: &RawOrchestrator,
     base_dir: &Path,
     options: &LoadOptions,
+    host: &dyn Host,
+    src: &SourceText,
+    spans: &BTreeMap<&'static str, Range<usize>>,
+    diags: &mut Vec<Diagnostic>,
 ) -> OrchestratorSpec {
+    let error = |key: &'static str, message: String| {
+        Diagnostic::error(format!("[orchestrator]: {message}")).at(src, spans.get(key).cloned())
+    };
+    let socket_group = match &raw.socket_group {
+        None => None,
+        Some(g) => match host.group(&IdOrName::Name(g.clone())) {
+            Ok(Some(gid)) => Some(gid),
+            Ok(None) => {
+                diags.push(error("socket_group", format!("no group named `{g}`")));
+                None
+            }
+            Err(e) => {
+                diags.push(error(
+                    "socket_group",
+                    format!("cannot look up group `{g}`: {e}"),
+                ));
+                None
+            }
+        },
+    };
+    if let Some(listen) = &raw.listen {
+        if listen.parse::<std::net::SocketAddr>().is_err() {
+            diags.push(error(
+                "listen",
+                format!("listen must be an address and port such as \"127.0.0.1:7070\", got \"{listen}\""),
+            ));
+        } else if raw.token_file.is_none() {
+            diags.push(error(
+                "listen",
+                "listen needs token_file: the TCP API only answers requests that carry its token"
+                    .into(),
+            ));
+        }
+    }
+    let cgroup_parent = raw
+        .cgroup_parent
+        .clone()
+        .unwrap_or_else(|| "blackhole".into());
+    if cgroup_parent.is_empty()
+        || cgroup_parent.starts_with('/')
+        || cgroup_parent
+            .split('/')
+            .any(|p| p.is_empty() || p == "." || p == "..")
+    {
+        diags.push(error(
+            "cgroup_parent",
+            format!("cgroup_parent must be a relative path such as \"blackhole\" or \"apps/blackhole\", got \"{cgroup_parent}\""),
+        ));
+    }
     let services_dir = match (&options.services_dir, &raw.services_dir) {
         (Some(dir), _) => absolute(dir),
         (None, Some(dir)) => resolve_path(base_dir, dir),
@@ -383,8 +455,27 @@ fn resolve_orchestrator(
         log_max_files: raw.log_max_files.unwrap_or(DEFAULT_LOG_MAX_FILES),
         log_service_output: raw.log_service_output.unwrap_or(true),
         cgroups: raw.cgroups.unwrap_or_default(),
+        cgroup_parent,
+        require_sha256: raw.require_sha256.unwrap_or(false),
+        socket_group,
+        listen: raw.listen.clone(),
+        token_file: raw.token_file.as_deref().map(|p| resolve_path(base_dir, p)),
         state_dir,
     }
+}
+
+/// Reads `[orchestrator]`, noting where the keys that are checked later
+/// are written.
+fn deserialize_orchestrator(
+    value: Spanned<DeValue<'_>>,
+    spans: &mut BTreeMap<&'static str, Range<usize>>,
+) -> Result<RawOrchestrator, toml::de::Error> {
+    for key in ["socket_group", "listen", "token_file", "cgroup_parent"] {
+        if let Some(span) = SpanIndex(Some(&value)).span(&[key]) {
+            spans.insert(key, span);
+        }
+    }
+    RawOrchestrator::deserialize(ValueDeserializer::from(value))
 }
 
 /// Finds the span of a nested key inside one service's table, so that
@@ -405,6 +496,7 @@ impl SpanIndex<'_, '_> {
 }
 
 struct ServiceCtx<'a, 'i> {
+    host: &'a dyn Host,
     name: &'a str,
     src: &'a SourceText,
     spans: SpanIndex<'a, 'i>,
@@ -538,6 +630,61 @@ fn resolve_service(
         (None, None) => None,
     };
     let watchdog = raw.watchdog_timeout.map(|t| t.0);
+
+    if let Some(q) = raw.cpu_quota
+        && !(q.is_finite() && q > 0.0 && q <= 1024.0)
+    {
+        diags.push(ctx.error(
+            format!("cpu_quota is a number of cores such as 0.5 or 2, more than 0; got {q}"),
+            &["cpu_quota"],
+        ));
+    }
+    if raw.pids_limit == Some(0) {
+        diags.push(ctx.error("pids_limit must be at least 1", &["pids_limit"]));
+    }
+    let mut rlimits = Vec::new();
+    for (key, value) in raw.rlimits.iter().flatten() {
+        match RlimitKind::ALL.iter().find(|(n, _)| n == key) {
+            Some((_, kind)) => rlimits.push(Rlimit {
+                resource: *kind,
+                soft: value.soft,
+                hard: value.hard,
+            }),
+            None => diags.push(ctx.error(
+                format!(
+                    "unknown resource limit `{key}`, expected one of {}",
+                    RlimitKind::ALL.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                ),
+                &["rlimits", key],
+            )),
+        }
+    }
+    rlimits.sort_by_key(|r| r.resource);
+
+    let credentials = resolve_credentials(ctx, raw, diags);
+    let no_new_privileges = raw.no_new_privileges.unwrap_or(raw.user.is_some());
+    let sha256 = match &raw.sha256 {
+        Some(h) if h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()) => {
+            Some(h.to_ascii_lowercase())
+        }
+        Some(h) => {
+            diags.push(ctx.error(
+                format!("sha256 must be 64 hexadecimal digits (as `sha256sum` prints), got {} characters", h.len()),
+                &["sha256"],
+            ));
+            None
+        }
+        None => {
+            if ctx.orch.require_sha256 {
+                diags.push(ctx.error(
+                    "require_sha256 is on: pin this service's binary with sha256 = \"<hex>\" (`sha256sum` prints it)",
+                    &[],
+                ));
+            }
+            None
+        }
+    };
+    let allow_writable_binary = raw.allow_writable_binary.unwrap_or(false);
     if watchdog.is_some_and(|w| w.is_zero()) {
         diags.push(ctx.error(
             "watchdog_timeout must be longer than zero",
@@ -570,6 +717,90 @@ fn resolve_service(
         liveness,
         start_timeout,
         watchdog,
+        memory_swap_limit: raw.memory_swap_limit.map(|m| m.0.0),
+        cpu_quota: raw.cpu_quota,
+        pids_limit: raw.pids_limit,
+        rlimits,
+        credentials,
+        no_new_privileges,
+        sha256,
+        allow_writable_binary,
+    })
+}
+
+/// `user` and `group` to ids, with the user's supplementary groups.
+fn resolve_credentials(
+    ctx: &ServiceCtx,
+    raw: &RawService,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Account> {
+    if raw.user.is_none() && raw.group.is_none() {
+        return None;
+    }
+    if !ctx.host.is_root() {
+        let key = if raw.user.is_some() { "user" } else { "group" };
+        diags.push(ctx.error(
+            "switching user or group needs the orchestrator to run as root; it does not",
+            &[key],
+        ));
+        return None;
+    }
+    let mut account = match &raw.user {
+        Some(who) => match ctx.host.user(who) {
+            Ok(Some(a)) => a,
+            Ok(None) => {
+                diags.push(ctx.error(format!("unknown user `{who}`"), &["user"]));
+                return None;
+            }
+            Err(e) => {
+                diags.push(ctx.error(format!("cannot look up user `{who}`: {e}"), &["user"]));
+                return None;
+            }
+        },
+        // Only a group: keep root as the user.
+        None => Account {
+            name: "root".into(),
+            uid: 0,
+            gid: 0,
+            groups: Vec::new(),
+        },
+    };
+    if let Some(who) = &raw.group {
+        match ctx.host.group(who) {
+            Ok(Some(gid)) => {
+                account.gid = gid;
+                if raw.user.is_none() {
+                    account.groups = vec![gid];
+                }
+            }
+            Ok(None) => {
+                diags.push(ctx.error(format!("unknown group `{who}`"), &["group"]));
+                return None;
+            }
+            Err(e) => {
+                diags.push(ctx.error(format!("cannot look up group `{who}`: {e}"), &["group"]));
+                return None;
+            }
+        }
+    }
+    Some(account)
+}
+
+/// A binary that others can rewrite is refused when running as root: it
+/// would run as root whatever anyone put there.
+fn writable_binary(host: &dyn Host, spec: &ServiceSpec) -> Option<Diagnostic> {
+    use std::os::unix::fs::PermissionsExt;
+    if !host.is_root() || spec.allow_writable_binary {
+        return None;
+    }
+    let mode = std::fs::metadata(&spec.binary).ok()?.permissions().mode();
+    (mode & 0o022 != 0).then(|| {
+        Diagnostic::warning(format!(
+            "binary is writable by group or others (mode {:04o})",
+            mode & 0o7777
+        ))
+        .path(&spec.binary)
+        .help("run `chmod go-w` on it, or set allow_writable_binary = true for this service")
     })
 }
 

@@ -10,9 +10,12 @@ pub mod spec;
 pub mod value;
 
 pub use diag::{Diagnostic, Location, Severity, SourceText};
-pub use discovery::{Discover, Discovery, Found, FsDiscovery};
+pub use discovery::{Account, Discovery, Found, FsDiscovery, Host};
 pub use load::{Config, LoadOptions, Loaded, load, load_text};
-pub use raw::{CgroupMode, Condition, LogFormat, ProbeKind, RestartPolicy, ServiceKind};
+pub use raw::{
+    CgroupMode, Condition, IdOrName, LogFormat, ProbeKind, RLIM_INFINITY, RestartPolicy,
+    ServiceKind,
+};
 pub use spec::{Check, Dependency, OrchestratorSpec, Origin, Probe, RestartSpec, ServiceSpec};
 pub use value::LogLevel;
 

@@ -24,6 +24,11 @@ pub struct RawOrchestrator {
     pub log_max_files: Option<u32>,
     pub log_service_output: Option<bool>,
     pub cgroups: Option<CgroupMode>,
+    pub cgroup_parent: Option<String>,
+    pub require_sha256: Option<bool>,
+    pub socket_group: Option<String>,
+    pub listen: Option<String>,
+    pub token_file: Option<String>,
 }
 
 /// Whether services get cgroups.
@@ -74,6 +79,103 @@ pub struct RawService {
     pub liveness: Option<RawProbe>,
     pub start_timeout: Option<Seconds>,
     pub watchdog_timeout: Option<Seconds>,
+    pub memory_swap_limit: Option<MebiSize>,
+    pub cpu_quota: Option<f64>,
+    pub pids_limit: Option<u64>,
+    pub rlimits: Option<BTreeMap<String, RawRlimit>>,
+    pub user: Option<IdOrName>,
+    pub group: Option<IdOrName>,
+    pub no_new_privileges: Option<bool>,
+    pub sha256: Option<String>,
+    pub allow_writable_binary: Option<bool>,
+}
+
+/// A user or group: a name, or a numeric id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IdOrName {
+    Id(u32),
+    Name(String),
+}
+
+impl fmt::Display for IdOrName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IdOrName::Id(id) => write!(f, "{id}"),
+            IdOrName::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for IdOrName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = IdOrName;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a name or a numeric id")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<IdOrName, E> {
+                u32::try_from(v)
+                    .map(IdOrName::Id)
+                    .map_err(|_| E::custom(format!("{v} is not a valid id")))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<IdOrName, E> {
+                if v.is_empty() {
+                    return Err(E::custom("the name cannot be empty"));
+                }
+                Ok(match v.parse::<u32>() {
+                    Ok(id) => IdOrName::Id(id),
+                    Err(_) => IdOrName::Name(v.to_string()),
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One resource limit: a number for both soft and hard, `[soft, hard]`,
+/// or `"unlimited"` (also inside the pair).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawRlimit {
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// The value that means no limit.
+pub const RLIM_INFINITY: u64 = u64::MAX;
+
+impl<'de> Deserialize<'de> for RawRlimit {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        fn one<E: de::Error>(v: &toml::Value) -> Result<u64, E> {
+            match v {
+                toml::Value::Integer(i) if *i >= 0 => Ok(*i as u64),
+                toml::Value::String(s) if s == "unlimited" || s == "infinity" => Ok(RLIM_INFINITY),
+                other => Err(E::custom(format!(
+                    "a limit is a non-negative integer or \"unlimited\", got {}",
+                    other.type_str()
+                ))),
+            }
+        }
+        let v = toml::Value::deserialize(d)?;
+        match &v {
+            toml::Value::Array(pair) if pair.len() == 2 => {
+                let (soft, hard) = (one::<D::Error>(&pair[0])?, one::<D::Error>(&pair[1])?);
+                if soft > hard {
+                    return Err(de::Error::custom(format!(
+                        "the soft limit ({soft}) is above the hard limit ({hard})"
+                    )));
+                }
+                Ok(RawRlimit { soft, hard })
+            }
+            toml::Value::Array(_) => Err(de::Error::custom(
+                "write a limit as N, \"unlimited\" or [soft, hard]",
+            )),
+            other => {
+                let n = one::<D::Error>(other)?;
+                Ok(RawRlimit { soft: n, hard: n })
+            }
+        }
+    }
 }
 
 /// `depends_on = ["db"]` (each must be ready) or

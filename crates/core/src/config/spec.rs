@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::discovery::Account;
 use super::raw::{CgroupMode, Condition, LogFormat, RestartPolicy, ServiceKind};
 use super::value::LogLevel;
 use crate::backoff::Backoff;
@@ -26,6 +27,15 @@ pub struct OrchestratorSpec {
     /// Also print every service line in the orchestrator's own log.
     pub log_service_output: bool,
     pub cgroups: CgroupMode,
+    /// The orchestrator's cgroup folder, relative to each hierarchy's root.
+    pub cgroup_parent: String,
+    /// Every service must pin its binary with `sha256`.
+    pub require_sha256: bool,
+    /// A group that may use the control socket (mode 0660 instead of 0600).
+    pub socket_group: Option<u32>,
+    /// An extra TCP listener for the API (`host:port`), token required.
+    pub listen: Option<String>,
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -77,6 +87,78 @@ pub struct ServiceSpec {
     pub start_timeout: Option<Duration>,
     /// sd_notify `WATCHDOG=1` must arrive at least this often.
     pub watchdog: Option<Duration>,
+    /// Memory plus swap the service may use beyond `memory_limit`, bytes.
+    pub memory_swap_limit: Option<u64>,
+    /// CPU time as a number of cores (`0.5` = half of one core).
+    pub cpu_quota: Option<f64>,
+    pub pids_limit: Option<u64>,
+    pub rlimits: Vec<Rlimit>,
+    /// Who the service runs as; `None` keeps the orchestrator's identity.
+    pub credentials: Option<Account>,
+    pub no_new_privileges: bool,
+    /// Lowercase hex SHA-256 the binary must have.
+    pub sha256: Option<String>,
+    pub allow_writable_binary: bool,
+}
+
+/// A resource limit set before exec.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rlimit {
+    pub resource: RlimitKind,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RlimitKind {
+    Nofile,
+    Nproc,
+    Core,
+    As,
+    Cpu,
+    Fsize,
+    Memlock,
+    Stack,
+}
+
+impl RlimitKind {
+    pub const ALL: [(&'static str, RlimitKind); 8] = [
+        ("nofile", RlimitKind::Nofile),
+        ("nproc", RlimitKind::Nproc),
+        ("core", RlimitKind::Core),
+        ("as", RlimitKind::As),
+        ("cpu", RlimitKind::Cpu),
+        ("fsize", RlimitKind::Fsize),
+        ("memlock", RlimitKind::Memlock),
+        ("stack", RlimitKind::Stack),
+    ];
+
+    pub fn name(self) -> &'static str {
+        RlimitKind::ALL
+            .iter()
+            .find(|(_, k)| *k == self)
+            .map_or("?", |(n, _)| n)
+    }
+}
+
+impl ServiceSpec {
+    /// Settings that need a cgroup controller to be enforced.
+    pub fn cgroup_limits(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.memory_limit.is_some() {
+            out.push("memory_limit");
+        }
+        if self.memory_swap_limit.is_some() {
+            out.push("memory_swap_limit");
+        }
+        if self.cpu_quota.is_some() {
+            out.push("cpu_quota");
+        }
+        if self.pids_limit.is_some() {
+            out.push("pids_limit");
+        }
+        out
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -157,6 +239,13 @@ impl ServiceSpec {
             && self.env_files == other.env_files
             && self.data_dir == other.data_dir
             && self.memory_limit == other.memory_limit
+            && self.memory_swap_limit == other.memory_swap_limit
+            && self.cpu_quota == other.cpu_quota
+            && self.pids_limit == other.pids_limit
+            && self.rlimits == other.rlimits
+            && self.credentials == other.credentials
+            && self.no_new_privileges == other.no_new_privileges
+            && self.sha256 == other.sha256
             && self.wants_notify() == other.wants_notify()
             && self.watchdog == other.watchdog
             && self.readiness_fd() == other.readiness_fd()

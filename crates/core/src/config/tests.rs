@@ -9,7 +9,7 @@ struct Fake {
     missing: bool,
 }
 
-impl Discover for Fake {
+impl Host for Fake {
     fn discover(&self, dir: &Path) -> Discovery {
         Discovery {
             found: self
@@ -23,6 +23,36 @@ impl Discover for Fake {
             skipped: Vec::new(),
             dir_missing: self.missing,
         }
+    }
+
+    fn user(&self, who: &IdOrName) -> Result<Option<Account>, String> {
+        Ok(match who {
+            IdOrName::Name(n) if n == "nobody" => Some(Account {
+                name: "nobody".into(),
+                uid: 65534,
+                gid: 65534,
+                groups: vec![65534],
+            }),
+            IdOrName::Id(1000) => Some(Account {
+                name: "dev".into(),
+                uid: 1000,
+                gid: 1000,
+                groups: vec![1000, 27],
+            }),
+            _ => None,
+        })
+    }
+
+    fn group(&self, who: &IdOrName) -> Result<Option<u32>, String> {
+        Ok(match who {
+            IdOrName::Name(n) if n == "staff" => Some(50),
+            IdOrName::Id(id) => Some(*id),
+            _ => None,
+        })
+    }
+
+    fn is_root(&self) -> bool {
+        true
     }
 }
 
@@ -443,4 +473,122 @@ kind = "notify"
     assert!(about("e").contains("between 3 and 1023"), "{e:?}");
     assert!(about("f").contains("`600` is not an HTTP status"), "{e:?}");
     assert!(about("g").contains("does not apply to a oneshot"), "{e:?}");
+}
+
+#[test]
+fn isolation_settings_resolve() {
+    let text = r#"
+[orchestrator]
+cgroup_parent = "apps/blackhole"
+socket_group = "staff"
+listen = "127.0.0.1:7070"
+token_file = "token"
+[services.api]
+memory_limit = "512MiB"
+memory_swap_limit = 0
+cpu_quota = 0.5
+pids_limit = 64
+user = "nobody"
+group = "staff"
+sha256 = "AB0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd"
+rlimits = { nofile = 4096, core = [0, "unlimited"] }
+[services.dev]
+user = 1000
+no_new_privileges = false
+"#;
+    let l = load_with(text, vec!["api", "dev"]);
+    assert!(!l.has_errors(), "{:?}", errors(&l));
+    let c = l.config.unwrap();
+    assert_eq!(c.orchestrator.cgroup_parent, "apps/blackhole");
+    assert_eq!(c.orchestrator.socket_group, Some(50));
+    assert_eq!(
+        c.orchestrator.token_file.as_deref(),
+        Some(Path::new("/srv/app/token"))
+    );
+    let api = &c.services["api"];
+    assert_eq!(api.memory_limit, Some(512 << 20));
+    assert_eq!(api.memory_swap_limit, Some(0));
+    assert_eq!((api.cpu_quota, api.pids_limit), (Some(0.5), Some(64)));
+    let cred = api.credentials.as_ref().unwrap();
+    assert_eq!(
+        (cred.uid, cred.gid, cred.groups.as_slice()),
+        (65534, 50, &[65534][..])
+    );
+    assert!(api.no_new_privileges, "on by default with a user");
+    assert_eq!(
+        api.sha256.as_deref().unwrap(),
+        "ab0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd"
+    );
+    assert_eq!(
+        api.rlimits,
+        [
+            spec::Rlimit {
+                resource: spec::RlimitKind::Nofile,
+                soft: 4096,
+                hard: 4096
+            },
+            spec::Rlimit {
+                resource: spec::RlimitKind::Core,
+                soft: 0,
+                hard: RLIM_INFINITY
+            },
+        ]
+    );
+    let dev = &c.services["dev"];
+    assert_eq!(dev.credentials.as_ref().unwrap().groups, [1000, 27]);
+    assert!(!dev.no_new_privileges);
+}
+
+#[test]
+fn isolation_mistakes_are_located() {
+    let text = r#"[services.a]
+user = "ghost"
+[services.b]
+cpu_quota = -1.0
+[services.c]
+rlimits = { nofiles = 10 }
+[services.d]
+rlimits = { nofile = [10, 5] }
+[services.e]
+sha256 = "abc"
+"#;
+    let l = load_with(text, vec!["a", "b", "c", "d", "e"]);
+    let e = errors(&l);
+    let about = |svc: &str| {
+        e.iter()
+            .filter(|m| m.contains(&format!("service `{svc}`")))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(
+        about("a").contains(":2:8:") && about("a").contains("unknown user `ghost`"),
+        "{e:?}"
+    );
+    assert!(
+        about("b").contains("cpu_quota is a number of cores"),
+        "{e:?}"
+    );
+    assert!(
+        about("c").contains("unknown resource limit `nofiles`"),
+        "{e:?}"
+    );
+    assert!(
+        about("d").contains("soft limit (10) is above the hard limit (5)"),
+        "{e:?}"
+    );
+    assert!(about("e").contains("64 hexadecimal digits"), "{e:?}");
+    let l = load_with("[orchestrator]\nlisten = \"localhost\"\n", vec![]);
+    let e = errors(&l);
+    assert!(
+        e.iter()
+            .any(|m| m.contains("listen must be an address and port")),
+        "{e:?}"
+    );
+    let l = load_with("[orchestrator]\nrequire_sha256 = true\n", vec!["x"]);
+    assert!(
+        errors(&l)
+            .iter()
+            .any(|m| m.contains("service `x`") && m.contains("require_sha256 is on"))
+    );
 }

@@ -519,3 +519,13 @@ fn a_service_can_extend_its_timeouts() {
         "too late once killed"
     );
 }
+
+#[test]
+fn a_refused_start_fails_without_retrying() {
+    let mut r = Rig::new(policy());
+    r.feed(Input::Start);
+    let fx = r.feed(Input::StartRefused("sha256 mismatch".into()));
+    assert!(backoff_delay(&fx).is_none());
+    assert_eq!(r.m.state(), State::Failed);
+    assert_eq!(r.m.last_error(), Some("refused to start: sha256 mismatch"));
+}

@@ -67,7 +67,12 @@ pub async fn one(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(entry(&state, &name)?.status()).into_response())
+    let entry = entry(&state, &name)?;
+    let mut status = entry.status();
+    if let Entry::Live(h) = &entry {
+        status.environment = Some((*h.snapshot.borrow().environment).clone());
+    }
+    Ok(Json(status).into_response())
 }
 
 pub async fn start(

@@ -7,6 +7,7 @@
 
 mod handlers;
 mod stream;
+pub mod tcp;
 
 use std::sync::Arc;
 use std::time::Instant;

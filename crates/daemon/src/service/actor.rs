@@ -22,6 +22,7 @@ use tokio::time::Sleep;
 
 use super::deps::Deps;
 use super::health::{self, Health, Notice};
+use super::ops::LaunchError;
 use super::{Command, Outcome, Processes, Reply, Snapshot};
 use crate::events::EventBus;
 use crate::logs::{self, ServiceLog};
@@ -149,6 +150,7 @@ impl<P: Processes> Actor<P> {
             started: None,
             next_start_at: None,
             runs: 0,
+            environment: super::masked_environment(&spec),
         };
         let (snapshot, rx) = watch::channel(first);
         let health = Health::new(spec.clone(), procs.context(), log.clone());
@@ -341,7 +343,8 @@ impl<P: Processes> Actor<P> {
                 match effect {
                     Effect::Spawn => match self.launch().await {
                         Ok(pid) => queue.push_back(Input::Spawned { pid }),
-                        Err(why) => queue.push_back(Input::SpawnFailed(why)),
+                        Err(LaunchError::Failed(why)) => queue.push_back(Input::SpawnFailed(why)),
+                        Err(LaunchError::Refused(why)) => queue.push_back(Input::StartRefused(why)),
                     },
                     Effect::Signal(sig) => self.procs.signal_all(sig),
                     Effect::KillAll => self.procs.kill_all(),
@@ -379,7 +382,7 @@ impl<P: Processes> Actor<P> {
         *self.timer(t) = None;
     }
 
-    async fn launch(&mut self) -> Result<u32, String> {
+    async fn launch(&mut self) -> Result<u32, LaunchError> {
         let spec = self.spec.clone();
         let extras = self.health.prepare()?;
         let launched = self.procs.launch(&spec, extras).await?;
@@ -477,6 +480,7 @@ impl<P: Processes> Actor<P> {
             liveness: None,
             status_text: self.health.status_text.clone(),
             main_pid: self.health.main_pid.filter(|p| Some(*p) != m.pid()),
+            environment: None,
         };
         let (ready_failures, live_failures) = self.health.failures();
         let mut status = status;
@@ -507,6 +511,7 @@ impl<P: Processes> Actor<P> {
             started: m.run_started().map(|t| self.clock.wall(t)),
             next_start_at: m.next_start_in().map(|d| since + d),
             runs: m.runs(),
+            environment: super::masked_environment(&self.spec),
             status,
         };
         self.snapshot.send_if_modified(|old| {
@@ -739,6 +744,7 @@ fn initial_status(spec: &ServiceSpec, since: SystemTime) -> ServiceStatus {
         liveness: None,
         status_text: None,
         main_pid: None,
+        environment: None,
     }
 }
 
@@ -764,5 +770,6 @@ pub fn invalid_status(name: &str, error: &str) -> ServiceStatus {
         liveness: None,
         status_text: None,
         main_pid: None,
+        environment: None,
     }
 }

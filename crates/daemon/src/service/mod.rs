@@ -8,6 +8,7 @@ pub mod health;
 pub mod ops;
 pub mod probe;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -57,6 +58,27 @@ pub struct Snapshot {
     /// Processes this service has had: a dependent with `restart_with`
     /// restarts when it grows.
     pub runs: u64,
+    /// The configured environment, secrets masked, for the detail view.
+    pub environment: Arc<BTreeMap<String, String>>,
+}
+
+/// The environment as status shows it.
+pub fn masked_environment(
+    spec: &blackhole_core::config::ServiceSpec,
+) -> Arc<BTreeMap<String, String>> {
+    Arc::new(
+        spec.environment
+            .iter()
+            .map(|(k, v)| {
+                let shown = if blackhole_api::looks_secret(k) {
+                    blackhole_api::MASK.to_string()
+                } else {
+                    v.clone()
+                };
+                (k.clone(), shown)
+            })
+            .collect(),
+    )
 }
 
 impl Snapshot {

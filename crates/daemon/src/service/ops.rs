@@ -14,10 +14,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use blackhole_core::config::ServiceSpec;
+use blackhole_core::config::spec::RlimitKind;
 use blackhole_core::machine::ExitStatus;
 use blackhole_core::signal::Signal;
-use blackhole_os::spawn::{Output, Rlimit, SpawnPlan, decode_exec_status};
+use blackhole_os::spawn::{Credentials, Output, Rlimit, SpawnPlan, decode_exec_status};
 use blackhole_os::spawner::Spawner;
+use blackhole_os::track::{Controller, Limits};
 use blackhole_os::track::{Group, Tracking};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::oneshot;
@@ -36,6 +38,21 @@ pub struct Launched {
     pub stderr: Option<OwnedFd>,
 }
 
+/// Why a launch did not produce a process.
+#[derive(Debug)]
+pub enum LaunchError {
+    /// It may work next time (exec failed, a file was missing).
+    Failed(String),
+    /// It cannot work until something is changed by hand.
+    Refused(String),
+}
+
+impl From<String> for LaunchError {
+    fn from(s: String) -> Self {
+        LaunchError::Failed(s)
+    }
+}
+
 pub trait Processes: Send + 'static {
     /// Starts the service's main process; resolves once exec succeeded
     /// (or with why it did not, after the failed child is gone).
@@ -43,7 +60,7 @@ pub trait Processes: Send + 'static {
         &'a mut self,
         spec: &'a ServiceSpec,
         extras: RunExtras,
-    ) -> BoxFuture<'a, Result<Launched, String>>;
+    ) -> BoxFuture<'a, Result<Launched, LaunchError>>;
     /// Whether `pid` is one of the service's processes (to trust what it
     /// says on the notify socket).
     fn contains(&mut self, pid: u32) -> bool;
@@ -81,6 +98,59 @@ pub struct OsContext {
     pub nofile: Option<(u64, u64)>,
     /// Names this orchestrator's notify sockets and cgroups.
     pub instance: String,
+    /// `cgroups = "optional"`: limits without a controller are dropped
+    /// (with a warning at start-up) instead of refusing the service.
+    pub optional_limits: bool,
+}
+
+impl OsContext {
+    /// The cgroup limits a service runs with on this machine.
+    pub fn limits_for(&self, spec: &ServiceSpec) -> Limits {
+        let mut l = Limits {
+            memory: spec.memory_limit,
+            swap: spec.memory_swap_limit,
+            cpu_quota: spec.cpu_quota,
+            pids: spec.pids_limit,
+        };
+        if self.optional_limits {
+            if !self.tracking.can_enforce(Controller::Memory) {
+                l.memory = None;
+                l.swap = None;
+            }
+            if !self.tracking.can_enforce(Controller::Cpu) {
+                l.cpu_quota = None;
+            }
+            if !self.tracking.can_enforce(Controller::Pids) {
+                l.pids = None;
+            }
+        }
+        l
+    }
+
+    /// The settings of `spec` this machine cannot enforce, with why.
+    pub fn unenforceable(&self, spec: &ServiceSpec) -> Vec<String> {
+        let checks = [
+            (
+                "memory_limit",
+                spec.memory_limit.is_some(),
+                Controller::Memory,
+            ),
+            (
+                "memory_swap_limit",
+                spec.memory_swap_limit.is_some(),
+                Controller::Memory,
+            ),
+            ("cpu_quota", spec.cpu_quota.is_some(), Controller::Cpu),
+            ("pids_limit", spec.pids_limit.is_some(), Controller::Pids),
+        ];
+        checks
+            .iter()
+            .filter(|(_, set, c)| *set && !self.tracking.can_enforce(*c))
+            .map(|(key, _, c)| {
+                format!("{key} needs a writable {c} cgroup controller, and this machine has none")
+            })
+            .collect()
+    }
 }
 
 pub struct OsProcesses {
@@ -106,17 +176,25 @@ impl OsProcesses {
         }
     }
 
-    fn plan(&mut self, spec: &ServiceSpec, extras: RunExtras) -> Result<SpawnPlan, String> {
+    fn plan(&mut self, spec: &ServiceSpec, extras: RunExtras) -> Result<SpawnPlan, LaunchError> {
         let mut env = env::build(spec, &self.ctx.base_env)?;
         env.extend(extras.env);
         std::fs::create_dir_all(&spec.data_dir)
             .map_err(|e| format!("cannot create data dir {}: {e}", spec.data_dir.display()))?;
+        if let Some(c) = &spec.credentials {
+            // The service owns its data dir (not what is inside: that is
+            // its own business).
+            std::os::unix::fs::chown(&spec.data_dir, Some(c.uid), Some(c.gid)).map_err(|e| {
+                format!("cannot give {} to {}: {e}", spec.data_dir.display(), c.name)
+            })?;
+        }
         let program = cstring(spec.binary.as_os_str().as_bytes())?;
         let mut argv = vec![program.clone()];
         for a in &spec.args {
             argv.push(cstring(a.as_bytes())?);
         }
         let mut plan = SpawnPlan::new(program, argv);
+        self.verify(spec, &mut plan)?;
         plan.envp = env
             .iter()
             .map(|(k, v)| cstring(format!("{k}={v}").as_bytes()))
@@ -124,18 +202,96 @@ impl OsProcesses {
         plan.cwd = Some(cstring(spec.data_dir.as_os_str().as_bytes())?);
         plan.output = Output::Capture;
         plan.extra_fds = extras.fds;
-        if let Some((soft, hard)) = self.ctx.nofile {
+        let sets_nofile = spec
+            .rlimits
+            .iter()
+            .any(|r| r.resource == RlimitKind::Nofile);
+        if let (Some((soft, hard)), false) = (self.ctx.nofile, sets_nofile) {
             plan.rlimits.push(Rlimit {
                 resource: libc::RLIMIT_NOFILE as i32,
                 soft,
                 hard,
             });
         }
-        self.group
-            .prepare(&mut plan)
-            .map_err(|e| format!("cannot prepare the cgroup {}: {e}", self.group.describe()))?;
+        for r in &spec.rlimits {
+            plan.rlimits.push(Rlimit {
+                resource: rlimit_resource(r.resource),
+                soft: r.soft,
+                hard: r.hard,
+            });
+        }
+        if let Some(c) = &spec.credentials {
+            plan.credentials = Some(Credentials {
+                uid: c.uid,
+                gid: c.gid,
+                groups: c.groups.clone(),
+            });
+        }
+        plan.no_new_privs = spec.no_new_privileges;
+        let limits = self.ctx.limits_for(spec);
+        self.group.prepare(&mut plan, &limits).map_err(|e| {
+            LaunchError::Refused(format!(
+                "cannot set up the cgroup {}: {e}",
+                self.group.describe()
+            ))
+        })?;
         Ok(plan)
     }
+
+    /// Checks the binary: its checksum when pinned (and then runs exactly
+    /// the file that was checked), and that nobody else can rewrite it
+    /// when it would run as root.
+    fn verify(&self, spec: &ServiceSpec, plan: &mut SpawnPlan) -> Result<(), LaunchError> {
+        let root_run =
+            blackhole_os::system::is_root() && spec.credentials.as_ref().is_none_or(|c| c.uid == 0);
+        let guard_mode = |mode: u32| -> Result<(), LaunchError> {
+            if root_run && !spec.allow_writable_binary && mode & 0o022 != 0 {
+                return Err(LaunchError::Refused(format!(
+                    "{} is writable by group or others (mode {:04o}) and would run as root; \
+                     run `chmod go-w` on it or set allow_writable_binary = true",
+                    spec.binary.display(),
+                    mode & 0o7777
+                )));
+            }
+            Ok(())
+        };
+        match &spec.sha256 {
+            Some(expected) => {
+                let opened = blackhole_os::verify::open_and_hash(&spec.binary)
+                    .map_err(|e| format!("cannot read {}: {e}", spec.binary.display()))?;
+                if &opened.sha256 != expected {
+                    return Err(LaunchError::Refused(format!(
+                        "sha256 mismatch for {}: expected {expected}, found {}",
+                        spec.binary.display(),
+                        opened.sha256
+                    )));
+                }
+                guard_mode(opened.mode)?;
+                plan.exec_fd_is_script = opened.script;
+                plan.exec_fd = Some(opened.fd);
+            }
+            None => {
+                if let Ok(meta) = std::fs::metadata(&spec.binary) {
+                    use std::os::unix::fs::PermissionsExt;
+                    guard_mode(meta.permissions().mode())?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn rlimit_resource(kind: RlimitKind) -> i32 {
+    (match kind {
+        RlimitKind::Nofile => libc::RLIMIT_NOFILE,
+        RlimitKind::Nproc => libc::RLIMIT_NPROC,
+        RlimitKind::Core => libc::RLIMIT_CORE,
+        RlimitKind::As => libc::RLIMIT_AS,
+        RlimitKind::Cpu => libc::RLIMIT_CPU,
+        RlimitKind::Fsize => libc::RLIMIT_FSIZE,
+        RlimitKind::Memlock => libc::RLIMIT_MEMLOCK,
+        RlimitKind::Stack => libc::RLIMIT_STACK,
+    }) as i32
 }
 
 fn cstring(bytes: &[u8]) -> Result<CString, String> {
@@ -148,7 +304,7 @@ impl Processes for OsProcesses {
         &'a mut self,
         spec: &'a ServiceSpec,
         extras: RunExtras,
-    ) -> BoxFuture<'a, Result<Launched, String>> {
+    ) -> BoxFuture<'a, Result<Launched, LaunchError>> {
         Box::pin(async move {
             let plan = self.plan(spec, extras)?;
             let (exit_tx, exit_rx) = oneshot::channel();
@@ -165,7 +321,7 @@ impl Processes for OsProcesses {
             let spawned = reply_rx
                 .await
                 .map_err(|_| "the spawning thread is gone".to_string())?
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| LaunchError::Failed(e.to_string()))?;
             self.group.started(spawned.pid);
             let program = spec.binary.display().to_string();
             let exec = read_exec_status(spawned.exec_status).await;
@@ -175,7 +331,7 @@ impl Processes for OsProcesses {
                 // The child exits at once; wait so that nothing of the
                 // failed attempt outlives this call.
                 let _ = exit_rx.await;
-                return Err(e);
+                return Err(LaunchError::Failed(e));
             }
             Ok(Launched {
                 pid: spawned.pid,
@@ -245,6 +401,10 @@ impl Processes for OsProcesses {
                 None => std::future::pending().await,
             }
         })
+    }
+
+    fn oom_kills(&mut self) -> u64 {
+        self.group.oom_kills()
     }
 
     fn release(&mut self) {

@@ -61,12 +61,12 @@ impl Processes for Fake {
         &'a mut self,
         _spec: &'a ServiceSpec,
         _extras: super::health::RunExtras,
-    ) -> BoxFuture<'a, Result<Launched, String>> {
+    ) -> BoxFuture<'a, Result<Launched, super::ops::LaunchError>> {
         Box::pin(async move {
             let mut w = self.world();
             w.launches.push(Instant::now());
             if let Some(why) = w.fail_launch.clone() {
-                return Err(why);
+                return Err(why.into());
             }
             w.next_pid += 1;
             let pid = 1000 + w.next_pid;
@@ -161,6 +161,14 @@ fn spec(policy: RestartPolicy, max_attempts: u32) -> ServiceSpec {
         liveness: None,
         start_timeout: None,
         watchdog: None,
+        memory_swap_limit: None,
+        cpu_quota: None,
+        pids_limit: None,
+        rlimits: vec![],
+        credentials: None,
+        no_new_privileges: false,
+        sha256: None,
+        allow_writable_binary: false,
     }
 }
 

@@ -88,13 +88,26 @@ impl ServiceCgroup {
     }
 
     /// SIGKILLs every member, including processes forked while this runs:
-    /// `cgroup.kill` where the kernel has it (5.14+), else a kill loop until
-    /// the member list is empty.
+    /// `cgroup.kill` where the kernel has it (v2, 5.14+); in a v1 freezer
+    /// cgroup, freeze, kill, thaw (nothing can fork while frozen); else a
+    /// kill loop until the member list is empty.
     pub fn kill_all(&self) -> io::Result<()> {
         let kill_file = self.path.join("cgroup.kill");
         if kill_file.exists() {
             let mut f = fs::OpenOptions::new().write(true).open(&kill_file)?;
             return f.write_all(b"1");
+        }
+        let freezer = self.path.join("freezer.state");
+        if freezer.exists() {
+            fs::write(&freezer, "FROZEN")?;
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while fs::read_to_string(&freezer).is_ok_and(|s| s.trim() == "FREEZING")
+                && Instant::now() < deadline
+            {
+                std::thread::yield_now();
+            }
+            self.signal_all(libc::SIGKILL);
+            fs::write(&freezer, "THAWED")?;
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
@@ -125,40 +138,8 @@ pub(crate) fn read_pids(path: &Path) -> Vec<i32> {
         .unwrap_or_default()
 }
 
-/// A cgroup v2 hierarchy this process can create cgroups in.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct V2Hierarchy {
-    pub mount: PathBuf,
-    /// Controllers enabled at the mount's root (empty on a hybrid host).
-    pub controllers: Vec<String>,
-}
-
-/// Finds the cgroup v2 mount from `/proc/self/mountinfo`.
-pub fn find_v2_mount() -> Option<V2Hierarchy> {
-    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let mut best: Option<PathBuf> = None;
-    for line in info.lines() {
-        // Fields: ... mount_point ... - fstype source options
-        let (left, right) = line.split_once(" - ")?;
-        if !right.starts_with("cgroup2 ") {
-            continue;
-        }
-        let mount = left.split_whitespace().nth(4)?;
-        let mount = PathBuf::from(unescape_mount(mount));
-        // Prefer the canonical location if there are several.
-        if best.is_none() || mount == Path::new("/sys/fs/cgroup") {
-            best = Some(mount);
-        }
-    }
-    let mount = best?;
-    let controllers = fs::read_to_string(mount.join("cgroup.controllers"))
-        .map(|t| t.split_whitespace().map(String::from).collect())
-        .unwrap_or_default();
-    Some(V2Hierarchy { mount, controllers })
-}
-
 /// mountinfo escapes spaces and a few others as octal `\040`.
-fn unescape_mount(s: &str) -> String {
+pub(crate) fn unescape_mount(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -1,192 +1,365 @@
-//! Knowing every process of a service, signalling them all, and learning
-//! when none remains.
+//! Knowing every process of a service, limiting them, signalling them
+//! all, and learning when none remains.
 //!
-//! [`Tracking`] is decided once at start-up: a cgroup v2 hierarchy we can
-//! write to (pure v2, or the `unified` mount of a hybrid host), else the
-//! process tree. [`Group`] is one service's view.
+//! [`Tracking`] is decided once at start-up from the machine's cgroup
+//! [`layout`]; [`Group`] is one service's view: its tracking cgroup (v2,
+//! or v1 without v2), its limit cgroups (v1 controllers on hybrid hosts),
+//! or, without cgroups, its process tree.
 
 pub mod cgroup;
+pub mod layout;
 pub mod tree;
 
+use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::spawn::SpawnPlan;
 use cgroup::ServiceCgroup;
+pub use layout::{Controller, Layout, Limits, Mounts, Place};
 use tree::TreeGroup;
 
-/// How the orchestrator finds a service's processes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Tracking {
-    /// One cgroup per service under `base`.
-    Cgroup { base: PathBuf },
-    /// Session, process group and descendants.
-    Tree,
+/// How the orchestrator finds and limits services' processes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tracking {
+    pub layout: Layout,
 }
 
 impl Tracking {
-    /// Picks the best available method; the string says why, for the log.
-    /// `base_rel` is the orchestrator's cgroup folder relative to the v2
-    /// mount (`blackhole/<instance>`).
-    pub fn detect(base_rel: &Path, allow_cgroups: bool) -> (Tracking, String) {
-        if !allow_cgroups {
-            return (
-                Tracking::Tree,
-                "cgroups are turned off in the configuration".into(),
-            );
+    /// Decides from the machine's mounts; `base_rel` is the orchestrator's
+    /// folder relative to each hierarchy's root (`blackhole/<instance>`).
+    pub fn detect(base_rel: &Path, allow_cgroups: bool) -> Tracking {
+        Tracking {
+            layout: Layout::build(&Mounts::detect(), base_rel, allow_cgroups),
         }
-        let Some(v2) = cgroup::find_v2_mount() else {
-            return (Tracking::Tree, "no cgroup v2 hierarchy is mounted".into());
-        };
-        let base = v2.mount.join(base_rel);
-        match std::fs::create_dir_all(&base) {
-            Ok(()) => {
-                let why = if v2.controllers.is_empty() {
-                    format!(
-                        "cgroup v2 at {} (no controllers there: membership and kill only)",
-                        v2.mount.display()
-                    )
-                } else {
-                    format!("cgroup v2 at {}", v2.mount.display())
-                };
-                (Tracking::Cgroup { base }, why)
-            }
-            Err(e) => (
-                Tracking::Tree,
-                format!(
-                    "cannot create {} ({e}); tracking by process tree",
-                    base.display()
-                ),
-            ),
-        }
+    }
+
+    /// Process-tree tracking only.
+    pub fn tree() -> Tracking {
+        Tracking::default()
     }
 
     pub fn group(&self, service: &str) -> Group {
-        match self {
-            Tracking::Cgroup { base } => Group::Cgroup {
-                path: base.join(service),
-                cgroup: None,
-                tree: TreeGroup::new(),
-            },
-            Tracking::Tree => Group::Tree(TreeGroup::new()),
+        Group {
+            service: service.to_string(),
+            tracking: self.layout.tracking.clone(),
+            controllers: self.layout.controllers.clone(),
+            cgroup: None,
+            limit_dirs: BTreeMap::new(),
+            tree: TreeGroup::new(),
         }
     }
 
-    /// The cgroup folder of this orchestrator instance, if any.
+    /// The folder holding the services' tracking cgroups, if any.
     pub fn base(&self) -> Option<&Path> {
-        match self {
-            Tracking::Cgroup { base } => Some(base),
-            Tracking::Tree => None,
+        match &self.layout.tracking {
+            Some(Place::V2(p) | Place::V1(p)) => Some(p),
+            None => None,
         }
+    }
+
+    /// Every folder of this orchestrator in every hierarchy (for cleaning
+    /// up what a previous run left).
+    pub fn all_bases(&self) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = self.base().map(Path::to_path_buf).into_iter().collect();
+        for place in self.layout.controllers.values() {
+            let (Place::V2(p) | Place::V1(p)) = place;
+            if !out.contains(p) {
+                out.push(p.clone());
+            }
+        }
+        out
+    }
+
+    pub fn can_enforce(&self, c: Controller) -> bool {
+        self.layout.controllers.contains_key(&c)
     }
 }
 
 /// One service's processes.
 #[derive(Debug)]
-pub enum Group {
-    Cgroup {
-        path: PathBuf,
-        cgroup: Option<ServiceCgroup>,
-        /// Used when the cgroup could not be created for this run.
-        tree: TreeGroup,
-    },
-    Tree(TreeGroup),
+pub struct Group {
+    service: String,
+    tracking: Option<Place>,
+    controllers: BTreeMap<Controller, Place>,
+    /// The tracking cgroup, once created.
+    cgroup: Option<ServiceCgroup>,
+    /// v1 folders holding limits (hybrid and v1 hosts).
+    limit_dirs: BTreeMap<Controller, ServiceCgroup>,
+    /// Used when there is no cgroup.
+    tree: TreeGroup,
+}
+
+fn write(dir: &Path, file: &str, value: &str) -> io::Result<()> {
+    std::fs::write(dir.join(file), value)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.join(file).display())))
 }
 
 impl Group {
-    /// Gets the plan ready to put the child in this group.
-    pub fn prepare(&mut self, plan: &mut SpawnPlan) -> io::Result<()> {
-        if let Group::Cgroup { path, cgroup, .. } = self {
-            let cg = match cgroup {
-                Some(cg) => cg.clone(),
-                None => ServiceCgroup::create(path.clone())?,
-            };
-            plan.cgroup_dir = Some(cg.dir_for_clone()?);
-            plan.cgroup_dir_procs = Some(cg.procs_for_child()?);
-            *cgroup = Some(cg);
+    /// Gets the plan ready to start the child inside this group, with
+    /// `limits` in force from its first instruction.
+    pub fn prepare(&mut self, plan: &mut SpawnPlan, limits: &Limits) -> io::Result<()> {
+        match &self.tracking {
+            Some(Place::V2(base)) => {
+                let cg = ServiceCgroup::create(base.join(&self.service))?;
+                plan.cgroup_dir = Some(cg.dir_for_clone()?);
+                plan.cgroup_dir_procs = Some(cg.procs_for_child()?);
+                self.cgroup = Some(cg);
+            }
+            Some(Place::V1(base)) => {
+                let cg = ServiceCgroup::create(base.join(&self.service))?;
+                plan.cgroup_procs.push(cg.procs_for_child()?);
+                self.cgroup = Some(cg);
+            }
+            None => {}
+        }
+        let wanted = limits.controllers();
+        for (c, place) in self.controllers.clone() {
+            let on = wanted.contains(&c);
+            match place {
+                Place::V2(_) => {
+                    let Some(cg) = &self.cgroup else { continue };
+                    // Written every start, so that a limit removed by a
+                    // reload is lifted too.
+                    let files = if on {
+                        layout::limit_files(c, true, limits)
+                    } else {
+                        unlimited(c)
+                    };
+                    for (file, value) in files {
+                        write(cg.path(), file, &value)?;
+                    }
+                }
+                Place::V1(base) if on => {
+                    let dir = base.join(&self.service);
+                    let cg = ServiceCgroup::create(dir)?;
+                    if c == Controller::Memory {
+                        // memsw may not be below the memory limit: lift it
+                        // first, then set both in order.
+                        let _ = write(cg.path(), "memory.memsw.limit_in_bytes", "-1");
+                        let _ = write(cg.path(), "memory.limit_in_bytes", "-1");
+                    }
+                    for (file, value) in layout::limit_files(c, false, limits) {
+                        write(cg.path(), file, &value)?;
+                    }
+                    if self.cgroup.as_ref().map(ServiceCgroup::path) != Some(cg.path()) {
+                        plan.cgroup_procs.push(cg.procs_for_child()?);
+                    }
+                    self.limit_dirs.insert(c, cg);
+                }
+                Place::V1(_) => {
+                    if let Some(old) = self.limit_dirs.remove(&c) {
+                        let _ = old.remove();
+                    }
+                }
+            }
+        }
+        for c in wanted {
+            if !self.controllers.contains_key(&c) {
+                return Err(io::Error::other(format!(
+                    "no writable {c} controller to enforce the limit"
+                )));
+            }
         }
         Ok(())
     }
 
     /// The main process exists.
     pub fn started(&mut self, pid: u32) {
-        match self {
-            Group::Cgroup { tree, .. } | Group::Tree(tree) => tree.started(pid),
-        }
-    }
-
-    fn cgroup(&self) -> Option<&ServiceCgroup> {
-        match self {
-            Group::Cgroup { cgroup, .. } => cgroup.as_ref(),
-            Group::Tree(_) => None,
+        if self.cgroup.is_none() {
+            self.tree.started(pid);
         }
     }
 
     /// Live processes of the service.
     pub fn members(&mut self) -> Vec<i32> {
-        match self {
-            Group::Cgroup {
-                cgroup: Some(cg), ..
-            } => cg.pids(),
-            Group::Cgroup { tree, .. } | Group::Tree(tree) => tree.members(),
+        match &self.cgroup {
+            Some(cg) => cg.pids(),
+            None => self.tree.members(),
         }
     }
 
     pub fn signal_all(&mut self, sig: i32) -> usize {
-        match self {
-            Group::Cgroup {
-                cgroup: Some(cg), ..
-            } => cg.signal_all(sig),
-            Group::Cgroup { tree, .. } | Group::Tree(tree) => tree.signal_all(sig),
+        match &self.cgroup {
+            Some(cg) => cg.signal_all(sig),
+            None => self.tree.signal_all(sig),
         }
     }
 
     pub fn kill_all(&mut self) {
-        match self {
-            Group::Cgroup {
-                cgroup: Some(cg), ..
-            } => {
+        match &self.cgroup {
+            Some(cg) => {
                 if let Err(e) = cg.kill_all() {
                     tracing::warn!("cannot kill cgroup {}: {e}", cg.path().display());
                     cg.signal_all(libc::SIGKILL);
                 }
             }
-            Group::Cgroup { tree, .. } | Group::Tree(tree) => {
-                tree.signal_all(libc::SIGKILL);
+            None => {
+                self.tree.signal_all(libc::SIGKILL);
             }
         }
     }
 
     pub fn is_empty(&mut self) -> bool {
-        match self {
-            Group::Cgroup {
-                cgroup: Some(cg), ..
-            } => !cg.populated(),
-            Group::Cgroup { tree, .. } | Group::Tree(tree) => tree.is_empty(),
+        match &self.cgroup {
+            Some(cg) => !cg.populated(),
+            None => self.tree.is_empty(),
         }
     }
 
     /// A file that is modified when the group may have become empty, for
     /// event-driven waiting; `None` means the caller has to poll.
     pub fn watch_file(&self) -> Option<PathBuf> {
-        self.cgroup().map(ServiceCgroup::events_file)
+        self.cgroup
+            .as_ref()
+            .map(ServiceCgroup::events_file)
+            .filter(|p| p.exists())
     }
 
-    /// Removes the cgroup once the service is stopped for good.
+    /// OOM kills the kernel counted for this service so far.
+    pub fn oom_kills(&self) -> u64 {
+        match self.controllers.get(&Controller::Memory) {
+            Some(Place::V2(_)) => self.cgroup.as_ref().map_or(0, |cg| {
+                read_key(&cg.path().join("memory.events"), "oom_kill")
+            }),
+            Some(Place::V1(_)) => self.limit_dirs.get(&Controller::Memory).map_or(0, |cg| {
+                read_key(&cg.path().join("memory.oom_control"), "oom_kill")
+            }),
+            None => 0,
+        }
+    }
+
+    /// The service's cgroup folders (tracking first), for resource usage.
+    pub fn dirs(&self) -> Vec<(Option<Controller>, &Path)> {
+        let mut out: Vec<(Option<Controller>, &Path)> =
+            self.cgroup.iter().map(|c| (None, c.path())).collect();
+        out.extend(self.limit_dirs.iter().map(|(c, cg)| (Some(*c), cg.path())));
+        out
+    }
+
+    /// Removes the cgroups once the service is stopped for good.
     pub fn release(&mut self) {
-        if let Group::Cgroup { cgroup, .. } = self
-            && let Some(cg) = cgroup.take()
-            && let Err(e) = cg.remove()
-        {
-            tracing::debug!("cgroup {} not removed: {e}", cg.path().display());
+        let dirs = self
+            .cgroup
+            .take()
+            .into_iter()
+            .chain(std::mem::take(&mut self.limit_dirs).into_values());
+        for cg in dirs {
+            if let Err(e) = cg.remove() {
+                tracing::debug!("cgroup {} not removed: {e}", cg.path().display());
+            }
         }
     }
 
     /// Where the service's processes are tracked, for status.
     pub fn describe(&self) -> String {
-        match self {
-            Group::Cgroup { path, .. } => path.display().to_string(),
-            Group::Tree(_) => "process tree".into(),
+        match &self.tracking {
+            Some(Place::V2(b) | Place::V1(b)) => b.join(&self.service).display().to_string(),
+            None => "process tree".into(),
         }
+    }
+}
+
+/// The values that mean "no limit" for a v2 controller.
+fn unlimited(c: Controller) -> Vec<(&'static str, String)> {
+    match c {
+        Controller::Memory => vec![
+            ("memory.max", "max".into()),
+            ("memory.swap.max", "max".into()),
+        ],
+        Controller::Cpu => vec![("cpu.max", format!("max {}", layout::CPU_PERIOD_US))],
+        Controller::Pids => vec![("pids.max", "max".into())],
+    }
+}
+
+/// Reads `key N` from a flat keyed file (`memory.events`, `memory.oom_control`).
+pub fn read_key(path: &Path, key: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                let (k, v) = l.split_once(' ')?;
+                (k == key).then(|| v.trim().parse().ok())?
+            })
+        })
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake v2 service cgroup folder (the interface files the kernel
+    /// would create), to check what is written where.
+    #[test]
+    fn writes_v2_limits_and_lifts_removed_ones() {
+        let root = tempfile::tempdir().unwrap();
+        let base = root.path().join("blackhole/inst");
+        let svc = base.join("api");
+        std::fs::create_dir_all(&svc).unwrap();
+        for f in [
+            "cgroup.procs",
+            "memory.max",
+            "memory.swap.max",
+            "cpu.max",
+            "pids.max",
+        ] {
+            std::fs::write(svc.join(f), "").unwrap();
+        }
+        let layout = Layout {
+            tracking: Some(Place::V2(base.clone())),
+            controllers: Controller::ALL
+                .iter()
+                .map(|c| (*c, Place::V2(base.clone())))
+                .collect(),
+            notes: vec![],
+        };
+        let tracking = Tracking { layout };
+        let mut g = tracking.group("api");
+        let mut plan = SpawnPlan::new(c"/bin/true".into(), vec![c"true".into()]);
+        let limits = Limits {
+            memory: Some(64 << 20),
+            swap: None,
+            cpu_quota: Some(1.5),
+            pids: Some(100),
+        };
+        g.prepare(&mut plan, &limits).unwrap();
+        let read = |f: &str| std::fs::read_to_string(svc.join(f)).unwrap();
+        assert_eq!(read("memory.max"), "67108864");
+        assert_eq!(read("cpu.max"), "150000 100000");
+        assert_eq!(read("pids.max"), "100");
+        assert!(plan.cgroup_dir.is_some() && plan.cgroup_procs.is_empty());
+        // A reload took the limits away: the next start lifts them.
+        let mut plan = SpawnPlan::new(c"/bin/true".into(), vec![c"true".into()]);
+        g.prepare(&mut plan, &Limits::default()).unwrap();
+        assert_eq!(read("memory.max"), "max");
+        assert_eq!(read("cpu.max"), "max 100000");
+        assert_eq!(read("pids.max"), "max");
+        std::fs::write(
+            svc.join("memory.events"),
+            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 2\n",
+        )
+        .unwrap();
+        assert_eq!(g.oom_kills(), 2);
+    }
+
+    #[test]
+    fn a_limit_without_its_controller_is_refused() {
+        let tracking = Tracking::tree();
+        let mut g = tracking.group("api");
+        let mut plan = SpawnPlan::new(c"/bin/true".into(), vec![c"true".into()]);
+        let err = g
+            .prepare(
+                &mut plan,
+                &Limits {
+                    pids: Some(5),
+                    ..Limits::default()
+                },
+            )
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("no writable pids controller"),
+            "{err}"
+        );
     }
 }
