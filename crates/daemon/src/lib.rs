@@ -9,6 +9,7 @@
 pub mod control;
 pub mod events;
 pub mod logs;
+pub mod records;
 pub mod service;
 pub mod state_dir;
 pub mod supervisor;
@@ -162,6 +163,11 @@ async fn run(config: Config, source: Source) -> Result<(), String> {
     let instance = instance_name(&orch.state_dir);
     let base_rel = PathBuf::from(&orch.cgroup_parent).join(&instance);
     let allow_cgroups = orch.cgroups != blackhole_core::config::CgroupMode::Off;
+    for leftover in records::kill_recorded(&orch.state_dir) {
+        tracing::warn!(
+            "killed what an earlier orchestrator on this folder left running: {leftover}"
+        );
+    }
     let tracking = Tracking::detect(&base_rel, allow_cgroups);
     for note in &tracking.layout.notes {
         tracing::info!("cgroups: {note}");
@@ -175,6 +181,10 @@ async fn run(config: Config, source: Source) -> Result<(), String> {
     let tracking_desc = tracking
         .base()
         .map_or_else(|| "process tree".to_string(), |b| b.display().to_string());
+    let ctx_records = Some(records::Records::start(
+        &orch.state_dir,
+        tracking.all_bases(),
+    ));
     let ctx = Arc::new(OsContext {
         spawner,
         tracking: tracking.clone(),
@@ -182,6 +192,7 @@ async fn run(config: Config, source: Source) -> Result<(), String> {
         nofile,
         instance,
         optional_limits: orch.cgroups == blackhole_core::config::CgroupMode::Optional,
+        records: ctx_records.clone(),
     });
     for spec in config.services.values() {
         for problem in ctx.unenforceable(spec) {
@@ -256,6 +267,9 @@ async fn run(config: Config, source: Source) -> Result<(), String> {
     let _ = std::fs::remove_file(&orch.socket);
     for base in tracking.all_bases() {
         let _ = std::fs::remove_dir(base);
+    }
+    if let Some(r) = &ctx_records {
+        r.clear();
     }
     drop(lock);
     tracing::info!("blackhole stopped");

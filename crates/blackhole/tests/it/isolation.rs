@@ -419,3 +419,41 @@ fn limits_without_cgroups_refuse_the_service_unless_optional() {
     s.up();
     s.wait_state("capped", State::Running);
 }
+
+#[test]
+fn without_cgroups_the_records_find_a_leftover_too() {
+    let mut s = Stack::new();
+    // The shell dies with the orchestrator (parent-death signal); its
+    // background `sleep` stays in its session and is found by the record.
+    s.script("bg", "sleep 300 &\necho \"sleeper pid=$!\"\nwait");
+    s.write_config("[orchestrator]\ncgroups = \"off\"\n");
+    s.up();
+    s.wait_state("bg", State::Running);
+    let sleeper: u32 = wait_for("the sleeper's pid", Duration::from_secs(10), || {
+        s.log_lines("bg").iter().find_map(|l| {
+            l.strip_prefix("sleeper pid=")
+                .and_then(|x| x.trim().parse().ok())
+        })
+    });
+    // Let the record be written (it is coalesced).
+    wait_for("the record", Duration::from_secs(5), || {
+        std::fs::read_to_string(s.path().join(".blackhole/run.json"))
+            .ok()
+            .filter(|t| t.contains("\"bg\""))
+    });
+    s.kill9();
+    assert!(
+        alive(sleeper),
+        "without cgroups the sleeper survives the SIGKILL"
+    );
+    s.up();
+    wait_for("the leftover to be killed", Duration::from_secs(10), || {
+        (!alive(sleeper)).then_some(())
+    });
+    assert!(
+        s.orchestrator_output()
+            .contains("left running: service `bg`"),
+        "{}",
+        s.orchestrator_output()
+    );
+}

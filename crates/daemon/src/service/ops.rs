@@ -101,6 +101,8 @@ pub struct OsContext {
     /// `cgroups = "optional"`: limits without a controller are dropped
     /// (with a warning at start-up) instead of refusing the service.
     pub optional_limits: bool,
+    /// Where running services are written down for the next orchestrator.
+    pub records: Option<Arc<crate::records::Records>>,
 }
 
 impl OsContext {
@@ -155,6 +157,7 @@ impl OsContext {
 
 pub struct OsProcesses {
     ctx: Arc<OsContext>,
+    name: String,
     group: Group,
     watch: Option<Watch>,
 }
@@ -171,6 +174,7 @@ impl OsProcesses {
         let group = ctx.tracking.group(service);
         OsProcesses {
             ctx,
+            name: service.to_string(),
             group,
             watch: None,
         }
@@ -333,6 +337,9 @@ impl Processes for OsProcesses {
                 let _ = exit_rx.await;
                 return Err(LaunchError::Failed(e));
             }
+            if let Some(r) = &self.ctx.records {
+                r.started(&spec.name, spawned.pid);
+            }
             Ok(Launched {
                 pid: spawned.pid,
                 exit: exit_rx,
@@ -409,6 +416,9 @@ impl Processes for OsProcesses {
 
     fn release(&mut self) {
         self.group.release();
+        if let Some(r) = &self.ctx.records {
+            r.ended(&self.name);
+        }
     }
 
     fn describe(&self) -> String {
