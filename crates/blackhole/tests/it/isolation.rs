@@ -226,7 +226,7 @@ fn a_leftover_of_a_killed_orchestrator_is_killed_by_the_next_one() {
         (!alive(child)).then_some(())
     });
     assert!(
-        s.orchestrator_output().contains("leftover process"),
+        s.orchestrator_output().contains("left running"),
         "{}",
         s.orchestrator_output()
     );

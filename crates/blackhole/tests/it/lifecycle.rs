@@ -65,7 +65,15 @@ max_attempts = 0
         Duration::from_secs(20),
         |st| st.restarts >= 4,
     );
-    let text = std::fs::read_to_string(s.log_file("crash")).unwrap();
+    // The file is written by the log writer, a moment after the fact.
+    let text = wait_for(
+        "five starts in the log file",
+        Duration::from_secs(10),
+        || {
+            let t = std::fs::read_to_string(s.log_file("crash")).ok()?;
+            (t.lines().filter(|l| l.ends_with(" started")).count() >= 5).then_some(t)
+        },
+    );
     let starts: Vec<f64> = text
         .lines()
         .filter(|l| l.ends_with(" started"))
