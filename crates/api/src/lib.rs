@@ -61,6 +61,26 @@ pub struct ServiceStatus {
     /// (only in the single-service view).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<std::collections::BTreeMap<String, String>>,
+    /// Resources used by every process of the service, while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// Resources a service uses, summed over all its processes (from its
+/// cgroup where it has one).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    /// CPU use since the previous sample (or since the process started),
+    /// in percent of one core.
+    pub cpu_percent: f64,
+    /// CPU time of the current run, user and system.
+    pub cpu_seconds: f64,
+    /// Resident memory.
+    pub memory_bytes: u64,
+    pub processes: u32,
+    pub fds: u32,
+    /// When this was measured (RFC 3339).
+    pub sampled_at: String,
 }
 
 /// Whether a variable's value is kept out of status output: its name

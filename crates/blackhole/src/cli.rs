@@ -58,6 +58,8 @@ pub enum Command {
     Down,
     /// Follow state changes as they happen
     Events(EventsArgs),
+    /// A live dashboard: services, resource use, logs; keys to start, stop, restart
+    Top(TopArgs),
     /// Print a shell completion script
     Completions {
         #[arg(value_enum)]
@@ -125,6 +127,13 @@ pub struct LogsArgs {
     /// Hide the service-name prefix
     #[arg(long)]
     pub no_prefix: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct TopArgs {
+    /// How often resource use is refreshed
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub interval: std::time::Duration,
 }
 
 #[derive(Args, Debug)]

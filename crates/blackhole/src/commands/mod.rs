@@ -5,6 +5,7 @@ pub mod detach;
 mod events;
 mod logs;
 mod manage;
+pub mod top;
 mod status;
 
 use std::path::{Path, PathBuf};
@@ -79,6 +80,7 @@ pub async fn remote(client: &Client, command: Command) -> Result<u8, ClientError
         Command::Down => manage::down(client).await,
         Command::Logs(args) => logs::run(client, args).await,
         Command::Events(args) => events::run(client, args).await,
+        Command::Top(args) => top::run(client, args).await,
         Command::Up(_) | Command::Check | Command::Completions { .. } => Ok(code::OK),
     }
 }

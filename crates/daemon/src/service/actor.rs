@@ -481,6 +481,7 @@ impl<P: Processes> Actor<P> {
             status_text: self.health.status_text.clone(),
             main_pid: self.health.main_pid.filter(|p| Some(*p) != m.pid()),
             environment: None,
+            usage: None,
         };
         let (ready_failures, live_failures) = self.health.failures();
         let mut status = status;
@@ -745,6 +746,7 @@ fn initial_status(spec: &ServiceSpec, since: SystemTime) -> ServiceStatus {
         status_text: None,
         main_pid: None,
         environment: None,
+        usage: None,
     }
 }
 
@@ -771,5 +773,6 @@ pub fn invalid_status(name: &str, error: &str) -> ServiceStatus {
         status_text: None,
         main_pid: None,
         environment: None,
+        usage: None,
     }
 }
