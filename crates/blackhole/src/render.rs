@@ -22,6 +22,22 @@ pub fn duration(secs: u64) -> String {
     }
 }
 
+/// `512B`, `12.3K`, `45.6M`, `1.2G` (powers of 1024).
+pub fn bytes(n: u64) -> String {
+    let units = ["B", "K", "M", "G", "T"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < units.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.1}{}", units[i])
+    }
+}
+
 pub fn state(s: State, colour: bool) -> String {
     if !colour {
         return s.to_string();

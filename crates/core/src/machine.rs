@@ -311,6 +311,7 @@ pub struct Machine {
     stop: Option<StopProgress>,
     next_start_in: Option<Duration>,
     runs: u64,
+    ended: u64,
 }
 
 impl Machine {
@@ -331,6 +332,7 @@ impl Machine {
             stop: None,
             next_start_in: None,
             runs: 0,
+            ended: 0,
         }
     }
 
@@ -376,6 +378,10 @@ impl Machine {
     /// How many processes this service has had (a new one on every spawn).
     pub fn runs(&self) -> u64 {
         self.runs
+    }
+    /// How many runs have ended (each with a new `last_exit`).
+    pub fn ended(&self) -> u64 {
+        self.ended
     }
     pub fn policy(&self) -> &Policy {
         &self.policy
@@ -486,6 +492,7 @@ impl Machine {
                     status: None,
                     reason: EndReason::SpawnFailed(why.clone()),
                 });
+                self.ended += 1;
                 self.last_error = Some(format!("refused to start: {why}"));
                 self.run_started = None;
                 self.enter(Failed, now, fx);
@@ -653,6 +660,7 @@ impl Machine {
         fx.push(Effect::Disarm(Timer::StopKill));
         match stop.then {
             Then::Stop => {
+                self.ended += 1;
                 self.last_exit = Some(LastExit {
                     status: stop.status,
                     reason: EndReason::Stopped,
@@ -660,6 +668,7 @@ impl Machine {
                 self.enter(State::Stopped, now, fx);
             }
             Then::Start => {
+                self.ended += 1;
                 self.last_exit = Some(LastExit {
                     status: stop.status,
                     reason: EndReason::Stopped,
@@ -694,6 +703,7 @@ impl Machine {
             self.last_error = Some(reason.to_string());
         }
         self.last_exit = Some(LastExit { status, reason });
+        self.ended += 1;
         let restart = &self.policy.restart;
         if success {
             self.failures = 0;

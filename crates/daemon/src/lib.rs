@@ -9,11 +9,13 @@
 pub mod control;
 pub mod events;
 pub mod logs;
+pub mod metrics;
 pub mod records;
 pub mod service;
 pub mod state_dir;
 pub mod supervisor;
 pub mod telemetry;
+pub mod usage;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -214,6 +216,8 @@ async fn run(config: Config, source: Source) -> Result<(), String> {
     let events = EventBus::default();
     let (req_tx, req_rx) = mpsc::channel(256);
     let config_file = config.file.as_ref().map(|p| p.display().to_string());
+    let counters = Arc::new(metrics::OrchestratorCounters::default());
+    let writer_stats = writer.stats.clone();
     let (supervisor, registry) = Supervisor::new(
         config,
         source,
@@ -222,8 +226,33 @@ async fn run(config: Config, source: Source) -> Result<(), String> {
         events.clone(),
         req_rx,
         telemetry,
+        counters.clone(),
     );
+    let sampler = usage::Sampler::start(orch.sample_interval, registry.clone());
+    let metrics = Arc::new(metrics::Metrics {
+        registry: registry.clone(),
+        counters: counters.clone(),
+        writer: writer_stats,
+        started_mono: started,
+        started_wall: std::time::SystemTime::now() - started.elapsed(),
+    });
+    let metrics_task = match &orch.metrics_listen {
+        Some(addr) => match control::serve_metrics(addr, metrics.clone(), sampler.clone()).await {
+            Ok(t) => {
+                tracing::info!("metrics on http://{addr}/metrics");
+                Some(t)
+            }
+            Err(e) => {
+                tracing::error!("no metrics listener: {e}");
+                None
+            }
+        },
+        None => None,
+    };
     let app = control::AppState {
+        sampler,
+        metrics,
+        counters,
         requests: req_tx,
         registry,
         events,
@@ -261,6 +290,9 @@ async fn run(config: Config, source: Source) -> Result<(), String> {
         .await
         .map_err(|e| format!("signal handling failed: {e}"));
     server.abort();
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     if let Some(t) = tcp {
         t.abort();
     }

@@ -120,6 +120,7 @@ pub struct Supervisor {
     requests: mpsc::Receiver<Request>,
     clock: Clock,
     telemetry: Telemetry,
+    counters: Arc<crate::metrics::OrchestratorCounters>,
 }
 
 /// Capacity of each actor's command queue.
@@ -135,6 +136,7 @@ impl Supervisor {
         events: EventBus,
         requests: mpsc::Receiver<Request>,
         telemetry: Telemetry,
+        counters: Arc<crate::metrics::OrchestratorCounters>,
     ) -> (Self, watch::Receiver<Arc<Registry>>) {
         let (registry, rx) = watch::channel(Arc::new(Registry::default()));
         let invalid = config.invalid.clone();
@@ -152,6 +154,7 @@ impl Supervisor {
             requests,
             clock: Clock::default(),
             telemetry,
+            counters,
         };
         (sup, rx)
     }
@@ -168,6 +171,7 @@ impl Supervisor {
         });
         let procs = OsProcesses::new(self.ctx.clone(), &name);
         let limits = (spec.log_max_size, spec.log_max_files);
+        let counters = Arc::new(crate::service::counters::ServiceCounters::default());
         let (actor, snapshot) = Actor::new(
             Arc::new(spec),
             procs,
@@ -175,6 +179,7 @@ impl Supervisor {
             self.events.clone(),
             log.clone(),
             self.clock,
+            counters.clone(),
         );
         let writer = self.writer.clone();
         let task_name = name.clone();
@@ -188,6 +193,7 @@ impl Supervisor {
             commands: tx,
             snapshot,
             log,
+            counters,
         };
         self.services.insert(name, handle.clone());
         handle
@@ -384,8 +390,14 @@ impl Supervisor {
                 tracing::error!("reload: {line}");
             }
             e.details = errors;
+            self.counters
+                .reloads_invalid
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Err(e);
         };
+        self.counters
+            .reloads_ok
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let warnings: Vec<String> = loaded.diagnostics.iter().map(|d| d.short()).collect();
         let plan = diff::plan(&self.config, &new);
         // Starts wait until every service knows its new dependencies.
@@ -613,6 +625,8 @@ impl Supervisor {
                 next_start_at: None,
                 runs: 0,
                 environment: Default::default(),
+                cgroup: None,
+                cpu_base_usec: 0,
             };
             match self.invalid_watch.get(name) {
                 Some(tx) => {

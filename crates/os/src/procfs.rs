@@ -78,6 +78,13 @@ pub fn is_alive(pid: u32) -> bool {
     stat(pid).is_some_and(|s| s.state != 'Z' && s.state != 'X')
 }
 
+/// Resident memory of a process in bytes (from `/proc/PID/statm`).
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * page_size())
+}
+
 /// Number of open descriptors of a process.
 pub fn fd_count(pid: u32) -> Option<usize> {
     Some(fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())

@@ -49,6 +49,12 @@ pub async fn run(client: &Client, args: StatusArgs) -> Result<u8, ClientError> {
                 s.uptime_secs.map_or("-".into(), render::duration),
                 s.restarts.to_string(),
                 s.last_exit.as_ref().map_or("-".into(), |x| x.short()),
+                s.usage
+                    .as_ref()
+                    .map_or("-".into(), |u| format!("{:.1}", u.cpu_percent)),
+                s.usage
+                    .as_ref()
+                    .map_or("-".into(), |u| render::bytes(u.memory_bytes)),
                 note,
             ]
         })
@@ -63,6 +69,8 @@ pub async fn run(client: &Client, args: StatusArgs) -> Result<u8, ClientError> {
                 "UPTIME",
                 "RESTARTS",
                 "LAST EXIT",
+                "CPU%",
+                "MEM",
                 "NOTE"
             ],
             &rows

@@ -7,5 +7,6 @@ mod health;
 mod isolation;
 mod lifecycle;
 mod logfiles;
+mod observe;
 mod order;
 mod reload;

@@ -411,6 +411,23 @@ fn resolve_orchestrator(
             ));
         }
     }
+    if let Some(listen) = &raw.metrics_listen
+        && listen.parse::<std::net::SocketAddr>().is_err()
+    {
+        diags.push(error(
+            "metrics_listen",
+            format!("metrics_listen must be an address and port such as \"127.0.0.1:9464\", got \"{listen}\""),
+        ));
+    }
+    if raw
+        .sample_interval
+        .is_some_and(|s| s.0 < Duration::from_millis(100))
+    {
+        diags.push(error(
+            "sample_interval",
+            "sample_interval must be at least 100ms".into(),
+        ));
+    }
     let cgroup_parent = raw
         .cgroup_parent
         .clone()
@@ -460,6 +477,8 @@ fn resolve_orchestrator(
         socket_group,
         listen: raw.listen.clone(),
         token_file: raw.token_file.as_deref().map(|p| resolve_path(base_dir, p)),
+        sample_interval: raw.sample_interval.map_or(Duration::from_secs(2), |s| s.0),
+        metrics_listen: raw.metrics_listen.clone(),
         state_dir,
     }
 }
@@ -470,7 +489,14 @@ fn deserialize_orchestrator(
     value: Spanned<DeValue<'_>>,
     spans: &mut BTreeMap<&'static str, Range<usize>>,
 ) -> Result<RawOrchestrator, toml::de::Error> {
-    for key in ["socket_group", "listen", "token_file", "cgroup_parent"] {
+    for key in [
+        "socket_group",
+        "listen",
+        "token_file",
+        "cgroup_parent",
+        "metrics_listen",
+        "sample_interval",
+    ] {
         if let Some(span) = SpanIndex(Some(&value)).span(&[key]) {
             spans.insert(key, span);
         }

@@ -29,6 +29,8 @@ pub struct RawOrchestrator {
     pub socket_group: Option<String>,
     pub listen: Option<String>,
     pub token_file: Option<String>,
+    pub sample_interval: Option<Seconds>,
+    pub metrics_listen: Option<String>,
 }
 
 /// Whether services get cgroups.

@@ -36,6 +36,10 @@ pub struct OrchestratorSpec {
     /// An extra TCP listener for the API (`host:port`), token required.
     pub listen: Option<String>,
     pub token_file: Option<PathBuf>,
+    /// How often resource use is sampled while someone is looking.
+    pub sample_interval: Duration,
+    /// A read-only TCP listener serving only `/metrics`.
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

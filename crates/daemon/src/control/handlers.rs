@@ -56,7 +56,24 @@ pub async fn health(State(state): State<AppState>) -> Json<Health> {
     })
 }
 
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    state.sampler.fresh().await;
+    metrics_response(&state.metrics)
+}
+
+pub fn metrics_response(metrics: &std::sync::Arc<crate::metrics::Metrics>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        metrics.render(),
+    )
+        .into_response()
+}
+
 pub async fn list(State(state): State<AppState>) -> Json<ServiceList> {
+    state.sampler.fresh().await;
     let registry = state.registry.borrow().clone();
     Json(ServiceList {
         services: registry.services.values().map(Entry::status).collect(),
@@ -68,6 +85,7 @@ pub async fn one(
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     let entry = entry(&state, &name)?;
+    state.sampler.fresh().await;
     let mut status = entry.status();
     if let Entry::Live(h) = &entry {
         status.environment = Some((*h.snapshot.borrow().environment).clone());

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Sleep;
 
+use super::counters::ServiceCounters;
 use super::deps::Deps;
 use super::health::{self, Health, Notice};
 use super::ops::LaunchError;
@@ -107,6 +108,11 @@ pub struct Actor<P: Processes> {
     deps: Deps,
     /// The last dependency verdict fed to the machine.
     deps_met: Option<bool>,
+    counters: Arc<ServiceCounters>,
+    /// Runs whose end was counted.
+    ended_seen: u64,
+    /// The service's cgroup and its CPU time at the current run's start.
+    cgroup: Option<(Arc<std::path::PathBuf>, u64)>,
 }
 
 fn sleep(d: Duration) -> Pin<Box<Sleep>> {
@@ -143,6 +149,7 @@ impl<P: Processes> Actor<P> {
         events: EventBus,
         log: Arc<ServiceLog>,
         clock: Clock,
+        counters: Arc<ServiceCounters>,
     ) -> (Self, watch::Receiver<Snapshot>) {
         let machine = Machine::new(Policy::from_spec(&spec), Instant::now());
         let first = Snapshot {
@@ -151,6 +158,8 @@ impl<P: Processes> Actor<P> {
             next_start_at: None,
             runs: 0,
             environment: super::masked_environment(&spec),
+            cgroup: None,
+            cpu_base_usec: 0,
         };
         let (snapshot, rx) = watch::channel(first);
         let health = Health::new(spec.clone(), procs.context(), log.clone());
@@ -175,6 +184,9 @@ impl<P: Processes> Actor<P> {
             health,
             deps: Deps::default(),
             deps_met: None,
+            counters,
+            ended_seen: 0,
+            cgroup: None,
         };
         (actor, rx)
     }
@@ -364,6 +376,13 @@ impl<P: Processes> Actor<P> {
                 }
             }
         }
+        // Count every run that ended, by its reason.
+        if self.machine.ended() > self.ended_seen {
+            self.ended_seen = self.machine.ended();
+            if let Some(x) = self.machine.last_exit() {
+                self.counters.exit(x.reason.tag());
+            }
+        }
         if self.watching && !self.machine.state().has_process() {
             self.procs.unwatch();
             self.watching = false;
@@ -387,6 +406,7 @@ impl<P: Processes> Actor<P> {
         let extras = self.health.prepare()?;
         let launched = self.procs.launch(&spec, extras).await?;
         let pid = launched.pid;
+        self.cgroup = self.procs.cgroup().map(|(p, u)| (Arc::new(p), u));
         self.health.started(pid);
         self.oom_base = self.procs.oom_kills();
         let pump = tokio::spawn(logs::pump(
@@ -513,6 +533,8 @@ impl<P: Processes> Actor<P> {
             next_start_at: m.next_start_in().map(|d| since + d),
             runs: m.runs(),
             environment: super::masked_environment(&self.spec),
+            cgroup: self.cgroup.as_ref().map(|(p, _)| p.clone()),
+            cpu_base_usec: self.cgroup.as_ref().map_or(0, |(_, u)| *u),
             status,
         };
         self.snapshot.send_if_modified(|old| {
@@ -554,6 +576,7 @@ impl<P: Processes> Actor<P> {
                 };
                 let ok = r.ok;
                 let message = r.message.clone();
+                self.counters.probe(0, ok, r.took.as_micros() as u64);
                 self.health.last_readiness = Some(r);
                 let ready = self.machine.ready();
                 if ok && !ready && self.health.readiness_successes() >= probe.success_threshold {
@@ -582,6 +605,7 @@ impl<P: Processes> Actor<P> {
                 };
                 let ok = r.ok;
                 let message = r.message.clone();
+                self.counters.probe(1, ok, r.took.as_micros() as u64);
                 self.health.last_liveness = Some(r);
                 if !ok && self.health.failures().1 >= probe.failure_threshold {
                     tracing::warn!(service = %name, "liveness check failed {} times: {message}", probe.failure_threshold);

@@ -2,6 +2,7 @@
 //! the handle others use to talk to it, and the OS seam.
 
 mod actor;
+pub mod counters;
 pub mod deps;
 pub mod env;
 pub mod health;
@@ -60,6 +61,10 @@ pub struct Snapshot {
     pub runs: u64,
     /// The configured environment, secrets masked, for the detail view.
     pub environment: Arc<BTreeMap<String, String>>,
+    /// The cgroup holding the service's processes, if any.
+    pub cgroup: Option<Arc<std::path::PathBuf>>,
+    /// The cgroup's CPU time when the current run started (µs).
+    pub cpu_base_usec: u64,
 }
 
 /// The environment as status shows it.
@@ -105,11 +110,19 @@ pub struct ServiceHandle {
     pub commands: mpsc::Sender<Command>,
     pub snapshot: watch::Receiver<Snapshot>,
     pub log: Arc<ServiceLog>,
+    pub counters: Arc<counters::ServiceCounters>,
 }
 
 impl ServiceHandle {
     pub fn status(&self) -> ServiceStatus {
-        self.snapshot.borrow().view()
+        let mut s = self.snapshot.borrow().view();
+        if s.pid.is_some()
+            && let Some(sample) = self.counters.sampled()
+            && Some(sample.run.0) == s.pid
+        {
+            s.usage = Some(sample.usage);
+        }
+        s
     }
 }
 

@@ -83,6 +83,11 @@ pub trait Processes: Send + 'static {
     fn oom_kills(&mut self) -> u64 {
         0
     }
+    /// The cgroup holding the service's processes, and its CPU time so far
+    /// in microseconds.
+    fn cgroup(&self) -> Option<(std::path::PathBuf, u64)> {
+        None
+    }
     /// The service is stopped for good: release its cgroup.
     fn release(&mut self);
     /// Where the processes are tracked, for status.
@@ -412,6 +417,17 @@ impl Processes for OsProcesses {
 
     fn oom_kills(&mut self) -> u64 {
         self.group.oom_kills()
+    }
+
+    fn cgroup(&self) -> Option<(std::path::PathBuf, u64)> {
+        let dir = self
+            .group
+            .dirs()
+            .first()
+            .filter(|(c, _)| c.is_none())
+            .map(|(_, p)| p.to_path_buf())?;
+        let usec = blackhole_os::track::read_key(&dir.join("cpu.stat"), "usage_usec");
+        Some((dir, usec))
     }
 
     fn release(&mut self) {

@@ -192,6 +192,7 @@ impl Rig {
             EventBus::default(),
             log,
             Clock::default(),
+            Default::default(),
         );
         tokio::spawn(actor.run());
         Rig {
