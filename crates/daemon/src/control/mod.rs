@@ -6,6 +6,7 @@
 //! when the transition is done.
 
 mod handlers;
+pub mod serve;
 mod stream;
 pub mod tcp;
 
@@ -93,16 +94,14 @@ pub async fn serve_metrics(
             }),
         )
         .fallback(handlers::not_found);
-    Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!("metrics listener stopped: {e}");
-        }
-    }))
+    Ok(tokio::spawn(serve::serve(
+        listener,
+        app,
+        "metrics listener",
+    )))
 }
 
 /// Serves until the task is aborted.
 pub async fn serve(listener: tokio::net::UnixListener, state: AppState) {
-    if let Err(e) = axum::serve(listener, router(state)).await {
-        tracing::error!("control server stopped: {e}");
-    }
+    serve::serve(listener, router(state), "control socket").await;
 }

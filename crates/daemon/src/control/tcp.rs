@@ -26,11 +26,11 @@ pub async fn start(addr: &str, token_file: &Path, app: AppState) -> Result<JoinH
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let token = Arc::new(token);
     let router = super::router(app).layer(middleware::from_fn_with_state(token, require_token));
-    Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
-            tracing::error!("TCP control server stopped: {e}");
-        }
-    }))
+    Ok(tokio::spawn(super::serve::serve(
+        listener,
+        router,
+        "TCP control listener",
+    )))
 }
 
 async fn require_token(State(token): State<Arc<String>>, req: Request, next: Next) -> Response {
