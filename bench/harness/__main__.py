@@ -32,6 +32,8 @@ def parse_args():
     ap.add_argument("--peers", default=",".join(subjects.PEERS), help="comma-separated peers to compare")
     ap.add_argument("--runs", type=int, default=1, help="repetitions; figures are the median of runs")
     ap.add_argument("--sizes", default=None, help="service counts for W1/W2/W5/W6 (default 100,1000; quick: 20,100)")
+    ap.add_argument("--no-wait", action="store_true",
+                    help="do not wait for other load on the machine to calm down before each session")
     ap.add_argument("--keep", action="store_true", help="keep the work folders (configs, logs) for inspection")
     ap.add_argument("--workdir", default=None, help="where sessions run (default: a fresh folder in /var/tmp)")
     return ap.parse_args()
@@ -158,6 +160,14 @@ def run_once(ctx, only, sizes):
             w5_w6_control.shutdown(ctx, cls, sizes[0])
 
 
+def background_line(ctx):
+    busy = sorted(b["busy"] for b in ctx.background)
+    if not busy:
+        return "Other load on the machine was not sampled (--no-wait)."
+    return (f"Other load when each of the {len(busy)} sessions began (CPU busy, all cores): "
+            f"median {busy[len(busy) // 2]:.0%}, max {busy[-1]:.0%}.")
+
+
 def save_and_print(ctx, meta):
     out_dir = BENCH / "results"
     out_dir.mkdir(exist_ok=True)
@@ -170,6 +180,7 @@ def save_and_print(ctx, meta):
         "probes": [{"probe": p, "subject": s, "ok": ok, "detail": d} for (p, s), (ok, d) in ctx.probes.items()],
         "notes": [{"workload": w, "subject": s, "text": t} for w, s, t in ctx.notes],
         "skipped": ctx.skipped,
+        "background_busy": ctx.background,
         "setup": {c.name: {"restart_floor_s": c.restart_floor, "restart": c.restart_note,
                            "killed_after_s": c.restart_settle, "logs": c.log_note} for c in ctx.subjects},
     }
@@ -180,6 +191,8 @@ def save_and_print(ctx, meta):
         "",
         "Lower is better everywhere. Peer cells show the peer's figure and, in parentheses, "
         "peer ÷ blackhole (above 1.00x: blackhole is faster or smaller).",
+        "",
+        background_line(ctx),
         "",
         report.results_table(ctx),
         "",

@@ -37,6 +37,7 @@ class Ctx:
     notes: list = field(default_factory=list)  # (workload, subject, text)
     probes: dict = field(default_factory=dict)  # (probe, subject) -> (ok, detail)
     skipped: dict = field(default_factory=dict)  # subject -> reason
+    background: list = field(default_factory=list)  # machine load when each session began
 
     def metric(self, key, workload, label, unit, fmt="{:.1f}", ratios=True):
         if key not in self.metrics:
@@ -109,6 +110,39 @@ def remove_blackhole_cgroups(prefix):
                 pass
 
 
+def cpu_busy(interval=1.0):
+    """Fraction of all CPUs busy over `interval`, from /proc/stat."""
+
+    def sample():
+        f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = f[3] + f[4]  # idle + iowait
+        return sum(f), idle
+
+    t0, i0 = sample()
+    time.sleep(interval)
+    t1, i1 = sample()
+    return 1 - (i1 - i0) / max(t1 - t0, 1)
+
+
+def wait_for_quiet(ctx, what, limit=0.15, patience=180):
+    """Before a session: wait (up to `patience` s) until other load on the
+    machine is low. A shared machine running a build would otherwise decide
+    the figures. Returns the busy fraction the session started with."""
+    deadline = time.monotonic() + patience
+    busy = cpu_busy()
+    waited = False
+    while busy > limit and time.monotonic() < deadline:
+        if not waited:
+            ctx.log(f"    (machine {busy:.0%} busy before {what}: waiting for it to calm down)")
+            waited = True
+        time.sleep(2)
+        busy = cpu_busy()
+    if busy > limit:
+        ctx.note("load", what, f"started with the machine {busy:.0%} busy after waiting {patience} s")
+    ctx.background.append({"session": what, "busy": round(busy, 3)})
+    return busy
+
+
 @contextmanager
 def session(ctx, cls, tag, services, stop_timeout=10):
     """One supervisor instance: configured, handed to the workload, then torn down.
@@ -117,6 +151,8 @@ def session(ctx, cls, tag, services, stop_timeout=10):
     workload did or failed to do, and reaps them: nothing outlives a session.
     """
     subject = cls(ctx.env)
+    if not ctx.opts.no_wait:
+        wait_for_quiet(ctx, f"{subject.name} {tag}")
     workdir = ctx.workroot / f"bhbench-{subject.name}-{tag}"
     if workdir.exists():
         shutil.rmtree(workdir)

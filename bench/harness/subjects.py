@@ -163,7 +163,8 @@ class Baseline(Subject):
         return [self.env.baseline, "spawn", str(self.n), self.env.program, *self.args]
 
     def log_files(self, name):
-        return sorted((self.dir / "logs").glob("w*.log"))
+        index = [s.name for s in self.services].index(name)
+        return [self.dir / "logs" / f"w{index:03d}.log"]  # the file baseline.c names it
 
 
 class Blackhole(Subject):
@@ -406,7 +407,8 @@ class S6(Subject):
                 write_exec(sd / "log" / "run", f"#!/bin/sh\nexec s6-log -b n100 s200000000 T {logdir}\n")
 
     def argv(self):
-        return ["s6-svscan", str(self.scandir())]
+        # -c: s6-svscan supervises at most 500 service directories by default.
+        return ["s6-svscan", "-c", str(max(500, 2 * len(self.services) + 10)), str(self.scandir())]
 
     def dirs(self):
         return [str(self.scandir() / s.name) for s in self.services]

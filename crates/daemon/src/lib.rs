@@ -135,6 +135,8 @@ async fn run(config: Config, source: Source) -> Result<(), String> {
     let started = Instant::now();
     let orch = config.orchestrator.clone();
     let telemetry = Telemetry::init(orch.log_level, orch.log_format);
+    let signals =
+        supervisor::Signals::register().map_err(|e| format!("cannot handle signals: {e}"))?;
     let lock = state_dir::acquire(&orch.state_dir)?;
 
     // Exits must be collected from the first child on.
@@ -218,7 +220,7 @@ async fn run(config: Config, source: Source) -> Result<(), String> {
     let config_file = config.file.as_ref().map(|p| p.display().to_string());
     let counters = Arc::new(metrics::OrchestratorCounters::default());
     let writer_stats = writer.stats.clone();
-    let (supervisor, registry) = Supervisor::new(
+    let (mut supervisor, registry) = Supervisor::new(
         config,
         source,
         ctx,
@@ -228,6 +230,7 @@ async fn run(config: Config, source: Source) -> Result<(), String> {
         telemetry,
         counters.clone(),
     );
+    supervisor.boot();
     let sampler = usage::Sampler::start(orch.sample_interval, registry.clone());
     let metrics = Arc::new(metrics::Metrics {
         registry: registry.clone(),
@@ -286,7 +289,7 @@ async fn run(config: Config, source: Source) -> Result<(), String> {
         orch.socket.display()
     );
     let result = supervisor
-        .run()
+        .run(signals)
         .await
         .map_err(|e| format!("signal handling failed: {e}"));
     server.abort();

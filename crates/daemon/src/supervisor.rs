@@ -123,6 +123,24 @@ pub struct Supervisor {
     counters: Arc<crate::metrics::OrchestratorCounters>,
 }
 
+/// The signals the orchestrator handles, registered as early as possible:
+/// before registration SIGTERM would kill it without any cleanup.
+pub struct Signals {
+    pub sigint: tokio::signal::unix::Signal,
+    pub sigterm: tokio::signal::unix::Signal,
+    pub sighup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub fn register() -> std::io::Result<Signals> {
+        Ok(Signals {
+            sigint: signal(SignalKind::interrupt())?,
+            sigterm: signal(SignalKind::terminate())?,
+            sighup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
 /// Capacity of each actor's command queue.
 const COMMAND_QUEUE: usize = 32;
 
@@ -221,12 +239,10 @@ impl Supervisor {
         }
     }
 
-    /// Runs the orchestrator until it has shut down.
-    pub async fn run(mut self) -> std::io::Result<()> {
-        let mut sigint = signal(SignalKind::interrupt())?;
-        let mut sigterm = signal(SignalKind::terminate())?;
-        let mut sighup = signal(SignalKind::hangup())?;
-
+    /// Creates every service and starts the enabled ones (with what they
+    /// depend on). Done before the API answers, so that the first status
+    /// request already sees every service.
+    pub fn boot(&mut self) {
         let specs: Vec<ServiceSpec> = self.config.services.values().cloned().collect();
         for spec in specs {
             self.spawn_actor(spec, None);
@@ -266,7 +282,15 @@ impl Supervisor {
             enabled.len(),
             self.invalid.len()
         );
+    }
 
+    /// Runs the orchestrator until it has shut down.
+    pub async fn run(mut self, signals: Signals) -> std::io::Result<()> {
+        let Signals {
+            mut sigint,
+            mut sigterm,
+            mut sighup,
+        } = signals;
         let mut stopping: Option<oneshot::Receiver<()>> = None;
         loop {
             tokio::select! {

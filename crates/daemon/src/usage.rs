@@ -133,13 +133,20 @@ impl Sampler {
             };
             let now = Instant::now();
             let previous = h.counters.sampled().filter(|p| p.run == (pid, started));
+            let min_window = (self.interval / 2).min(Duration::from_millis(500));
+            let mut window = (run_usec, now);
             let cpu_percent = match &previous {
-                Some(p) if now > p.at => {
+                Some(p) if now.duration_since(p.at) < min_window => {
+                    // Too soon after the last one: keep its figure and window.
+                    window = (p.cpu_usec, p.at);
+                    p.usage.cpu_percent
+                }
+                Some(p) => {
                     run_usec.saturating_sub(p.cpu_usec) as f64
                         / (now - p.at).as_micros().max(1) as f64
                         * 100.0
                 }
-                _ => {
+                None => {
                     // First sample of this run: the average since it started.
                     let up = started
                         .and_then(|s| SystemTime::now().duration_since(s).ok())
@@ -158,8 +165,8 @@ impl Sampler {
                 },
                 cpu_total_seconds: total_usec as f64 / 1e6,
                 run: (pid, started),
-                cpu_usec: run_usec,
-                at: now,
+                cpu_usec: window.0,
+                at: window.1,
             };
             *h.counters.usage.lock().unwrap_or_else(|e| e.into_inner()) = Some(sample);
         }

@@ -9,4 +9,5 @@ mod lifecycle;
 mod logfiles;
 mod observe;
 mod order;
+mod reliability;
 mod reload;

@@ -118,7 +118,10 @@ fn a_dependency_that_restarts_is_waited_for_through_its_restart() {
     s.up();
     s.wait_state("api", State::Running);
     assert_eq!(s.status("db").restarts, 1);
-    let st = stamps(&file);
+    let st = wait_for("api's stamp", Duration::from_secs(10), || {
+        let st = stamps(&file);
+        st.iter().any(|(n, _, _)| n == "api").then_some(st)
+    });
     assert!(at(&st, "db", "start") < at(&st, "api", "start"));
     assert_eq!(
         st.iter().filter(|(n, _, _)| n == "api").count(),

@@ -43,7 +43,10 @@ pub struct Sampled {
     pub cpu_total_seconds: f64,
     /// The run this sample belongs to (its main pid and start).
     pub run: (u32, Option<std::time::SystemTime>),
-    /// Run CPU time and when it was read, for the next percentage.
+    /// Run CPU time and when it was read: the start of the window the
+    /// next percentage is measured over. It only moves once the window is
+    /// long enough to mean something (the kernel accounts CPU time per
+    /// tick; two samples a millisecond apart would read 0 %).
     pub cpu_usec: u64,
     pub at: std::time::Instant,
 }
