@@ -419,6 +419,18 @@ fn resolve_orchestrator(
             format!("metrics_listen must be an address and port such as \"127.0.0.1:9464\", got \"{listen}\""),
         ));
     }
+    if raw.log_max_size.is_some_and(|s| s.0.0 < 4096) {
+        diags.push(error(
+            "log_max_size",
+            "log_max_size must be at least 4KiB".into(),
+        ));
+    }
+    if raw.log_max_files == Some(0) {
+        diags.push(error(
+            "log_max_files",
+            "log_max_files must be at least 1".into(),
+        ));
+    }
     if raw
         .sample_interval
         .is_some_and(|s| s.0 < Duration::from_millis(100))
@@ -496,6 +508,8 @@ fn deserialize_orchestrator(
         "cgroup_parent",
         "metrics_listen",
         "sample_interval",
+        "log_max_size",
+        "log_max_files",
     ] {
         if let Some(span) = SpanIndex(Some(&value)).span(&[key]) {
             spans.insert(key, span);
@@ -608,12 +622,13 @@ fn resolve_service(
 
     let restart = resolve_restart(ctx, raw.restart.as_ref(), orch.auto_restart, diags);
 
+    // Inherited values were checked with [orchestrator].
     let log_max_files = raw.log_max_files.unwrap_or(orch.log_max_files);
-    if log_max_files == 0 {
+    if raw.log_max_files == Some(0) {
         diags.push(ctx.error("log_max_files must be at least 1", &["log_max_files"]));
     }
     let log_max_size = raw.log_max_size.map_or(orch.log_max_size, |s| s.0.0);
-    if log_max_size < 4096 {
+    if raw.log_max_size.is_some() && log_max_size < 4096 {
         diags.push(ctx.error("log_max_size must be at least 4KiB", &["log_max_size"]));
     }
     if let Some(m) = raw.memory_limit
@@ -1177,7 +1192,15 @@ fn resolve_restart(
                 "restart.initial_delay ({:?}) is longer than restart.max_delay ({:?})",
                 backoff.initial_delay, backoff.max_delay
             ),
-            &["restart", "initial_delay"],
+            // Point at whichever of the two is written.
+            &[
+                "restart",
+                if r.initial_delay.is_some() {
+                    "initial_delay"
+                } else {
+                    "max_delay"
+                },
+            ],
         ));
     }
     RestartSpec {

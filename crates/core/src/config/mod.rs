@@ -21,3 +21,6 @@ pub use value::LogLevel;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod fuzz;
