@@ -5,8 +5,8 @@ pub mod detach;
 mod events;
 mod logs;
 mod manage;
-pub mod top;
 mod status;
+pub mod top;
 
 use std::path::{Path, PathBuf};
 

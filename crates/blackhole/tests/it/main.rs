@@ -11,3 +11,4 @@ mod observe;
 mod order;
 mod reliability;
 mod reload;
+mod top;

@@ -120,7 +120,9 @@ const FOLLOW_CAPACITY: usize = 1024;
 pub struct ServiceLog {
     name: Arc<str>,
     ring: Mutex<Ring>,
-    followers: broadcast::Sender<Arc<Record>>,
+    /// Created when the first follower comes: its buffer is sized for a
+    /// burst, and most services never have a follower.
+    followers: std::sync::OnceLock<broadcast::Sender<Arc<Record>>>,
     writer: LogWriter,
     echo: AtomicBool,
     watch: Mutex<Option<Arc<LogWatch>>>,
@@ -129,12 +131,11 @@ pub struct ServiceLog {
 
 impl ServiceLog {
     pub fn new(name: &str, writer: LogWriter, echo: bool) -> Arc<ServiceLog> {
-        let (followers, _) = broadcast::channel(FOLLOW_CAPACITY);
         let counters = Arc::new(Counters::default());
         Arc::new(ServiceLog {
             name: name.into(),
             ring: Mutex::new(Ring::new(RING_BYTES)),
-            followers,
+            followers: std::sync::OnceLock::new(),
             writer,
             echo: AtomicBool::new(echo),
             watch: Mutex::new(None),
@@ -151,6 +152,10 @@ impl ServiceLog {
         &self.name
     }
 
+    fn has_followers(&self) -> bool {
+        self.followers.get().is_some_and(|f| f.receiver_count() > 0)
+    }
+
     pub fn set_echo(&self, echo: bool) {
         self.echo.store(echo, Ordering::Relaxed);
     }
@@ -162,9 +167,10 @@ impl ServiceLog {
     /// Starts a batch of lines from one read of `stream`. Lines pushed
     /// into it go to the ring, followers and echo at once; the file part
     /// comes out of [`LineBatch::finish`] to be queued to the writer.
-    pub fn batch(&self, stream: Stream, pid: u32) -> LineBatch<'_> {
+    pub fn batch(&self, stream: Stream, pid: u32, hint: usize) -> LineBatch<'_> {
         let time = SystemTime::now();
         LineBatch {
+            hint,
             log: self,
             ring: self.ring.lock().unwrap_or_else(|e| e.into_inner()),
             time,
@@ -172,7 +178,7 @@ impl ServiceLog {
             pid,
             prefix: file_prefix(time, stream, Some(pid)),
             echo: self.echo.load(Ordering::Relaxed) && echo_enabled(stream),
-            follow: self.followers.receiver_count() > 0,
+            follow: self.has_followers(),
             watch: self.watch.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             out: Vec::new(),
             full: Vec::new(),
@@ -187,8 +193,8 @@ impl ServiceLog {
         {
             let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
             let seq = ring.push(time, Stream::Note, pid.unwrap_or(0), text.as_bytes());
-            if self.followers.receiver_count() > 0 {
-                let _ = self.followers.send(Arc::new(Record {
+            if let Some(followers) = self.followers.get().filter(|f| f.receiver_count() > 0) {
+                let _ = followers.send(Arc::new(Record {
                     seq,
                     time,
                     stream: Stream::Note,
@@ -228,7 +234,9 @@ impl ServiceLog {
 
     /// Lines as they arrive.
     pub fn follow(&self) -> broadcast::Receiver<Arc<Record>> {
-        self.followers.subscribe()
+        self.followers
+            .get_or_init(|| broadcast::channel(FOLLOW_CAPACITY).0)
+            .subscribe()
     }
 }
 
@@ -244,6 +252,8 @@ pub struct LineBatch<'a> {
     echo: bool,
     follow: bool,
     watch: Option<Arc<LogWatch>>,
+    /// Bytes read for this batch, to size its buffer.
+    hint: usize,
     out: Vec<u8>,
     /// Batches cut at the size limit, in order.
     full: Vec<writer::Batch>,
@@ -258,7 +268,10 @@ impl LineBatch<'_> {
             .ring
             .push(self.time, self.stream, self.pid, text.as_bytes());
         if self.out.capacity() == 0 {
-            self.out.reserve(writer::BATCH_BYTES + 512);
+            // Room for what was read plus the prefixes, not a whole batch:
+            // a line of a quiet service should not cost 64 KiB.
+            self.out
+                .reserve((self.hint * 2 + 256).min(writer::BATCH_BYTES + 512));
         }
         self.out.extend_from_slice(self.prefix.as_bytes());
         self.out.extend_from_slice(text.as_bytes());
@@ -271,8 +284,10 @@ impl LineBatch<'_> {
         if let Some(w) = &self.watch {
             w.check(&text);
         }
-        if self.follow {
-            let _ = self.log.followers.send(Arc::new(Record {
+        if self.follow
+            && let Some(f) = self.log.followers.get()
+        {
+            let _ = f.send(Arc::new(Record {
                 seq,
                 time: self.time,
                 stream: self.stream,

@@ -88,7 +88,7 @@ async fn drain(log: &ServiceLog, pid: u32, source: &mut Source) -> bool {
             READ_BUF.with_borrow_mut(|buf| match nix::unistd::read(fd.get_ref(), buf) {
                 Ok(0) => Ok(None),
                 Ok(n) => {
-                    let mut batch = log.batch(source.stream, pid);
+                    let mut batch = log.batch(source.stream, pid, n);
                     source.decoder.feed(&buf[..n], &mut |line| batch.push(line));
                     Ok(Some(batch.finish()))
                 }
@@ -105,7 +105,7 @@ async fn drain(log: &ServiceLog, pid: u32, source: &mut Source) -> bool {
             }
             Ok(Ok(None)) | Ok(Err(_)) => {
                 let batches = {
-                    let mut batch = log.batch(source.stream, pid);
+                    let mut batch = log.batch(source.stream, pid, source.decoder.pending());
                     source.decoder.finish(&mut |line| batch.push(line));
                     batch.finish()
                 };

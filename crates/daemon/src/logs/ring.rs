@@ -76,10 +76,9 @@ impl Ring {
                 old.entries.clear();
                 self.spare = Some(old);
             }
-            let chunk = self.spare.take().unwrap_or_else(|| Chunk {
-                bytes: Vec::with_capacity(CHUNK),
-                entries: Vec::new(),
-            });
+            // A new chunk grows as lines come: a service that says one
+            // line costs a few bytes, not a whole chunk.
+            let chunk = self.spare.take().unwrap_or_default();
             self.chunks.push_back(chunk);
         }
         let Some(chunk) = self.chunks.back_mut() else {
