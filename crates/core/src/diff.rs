@@ -59,7 +59,7 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
 fn all(c: &Config) -> BTreeMap<&str, Option<&ServiceSpec>> {
     c.services
         .iter()
-        .map(|(k, v)| (k.as_str(), Some(v)))
+        .map(|(k, v)| (k.as_str(), Some(&**v)))
         .chain(c.invalid.keys().map(|k| (k.as_str(), None)))
         .collect()
 }

@@ -9,7 +9,7 @@ use blackhole_api::{Event, State, rfc3339};
 use tokio::sync::broadcast;
 
 /// Events kept for slow subscribers before they are told they lagged.
-const CAPACITY: usize = 4096;
+const CAPACITY: usize = 1024;
 
 #[derive(Clone)]
 pub struct EventBus {

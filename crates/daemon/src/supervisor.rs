@@ -177,7 +177,11 @@ impl Supervisor {
         (sup, rx)
     }
 
-    fn spawn_actor(&mut self, spec: ServiceSpec, log: Option<Arc<ServiceLog>>) -> ServiceHandle {
+    fn spawn_actor(
+        &mut self,
+        spec: Arc<ServiceSpec>,
+        log: Option<Arc<ServiceLog>>,
+    ) -> ServiceHandle {
         let name = spec.name.clone();
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let log = log.unwrap_or_else(|| {
@@ -191,7 +195,7 @@ impl Supervisor {
         let limits = (spec.log_max_size, spec.log_max_files);
         let counters = Arc::new(crate::service::counters::ServiceCounters::default());
         let (actor, snapshot) = Actor::new(
-            Arc::new(spec),
+            spec,
             procs,
             rx,
             self.events.clone(),
@@ -243,7 +247,7 @@ impl Supervisor {
     /// depend on). Done before the API answers, so that the first status
     /// request already sees every service.
     pub fn boot(&mut self) {
-        let specs: Vec<ServiceSpec> = self.config.services.values().cloned().collect();
+        let specs: Vec<Arc<ServiceSpec>> = self.config.services.values().cloned().collect();
         for spec in specs {
             self.spawn_actor(spec, None);
         }
@@ -473,13 +477,13 @@ impl Supervisor {
             }
         }
         for name in &plan.restart {
-            let spec = Arc::new(new.services[name].clone());
+            let spec = new.services[name].clone();
             let was_live = self.services.contains_key(name);
             if !was_live {
                 // It was invalid before: now it can run.
                 self.invalid.remove(name);
                 let enabled = spec.enabled;
-                self.spawn_actor((*spec).clone(), None);
+                self.spawn_actor(spec.clone(), None);
                 if enabled {
                     deferred.push((name.clone(), false));
                     report.started.push(name.clone());
@@ -496,16 +500,16 @@ impl Supervisor {
             }
         }
         for name in &plan.update {
-            self.send(name, Command::Update(Arc::new(new.services[name].clone())));
+            self.send(name, Command::Update(new.services[name].clone()));
             report.updated.push(name.clone());
         }
         for name in &plan.enable {
-            self.send(name, Command::Update(Arc::new(new.services[name].clone())));
+            self.send(name, Command::Update(new.services[name].clone()));
             deferred.push((name.clone(), false));
             report.started.push(name.clone());
         }
         for name in &plan.disable {
-            self.send(name, Command::Update(Arc::new(new.services[name].clone())));
+            self.send(name, Command::Update(new.services[name].clone()));
             self.send(name, Command::Stop(None));
             report.stopped.push(name.clone());
         }
@@ -696,10 +700,10 @@ impl Supervisor {
                 }
             }
             if !deps.is_empty() {
-                self.send(name, Command::SetDeps(deps));
+                self.send(name, Command::SetDeps(Box::new(deps)));
             } else if self.services.contains_key(name) {
                 // A reload may have removed the last dependency.
-                self.send(name, Command::SetDeps(Deps::default()));
+                self.send(name, Command::SetDeps(Box::default()));
             }
         }
     }

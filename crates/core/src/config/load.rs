@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -49,7 +50,8 @@ pub struct Config {
     pub base_dir: PathBuf,
     pub orchestrator: OrchestratorSpec,
     /// Every service that can run.
-    pub services: BTreeMap<String, ServiceSpec>,
+    /// Shared with the service that runs it (a reload replaces it).
+    pub services: BTreeMap<String, Arc<ServiceSpec>>,
     /// Services whose configuration is wrong, with the first error; they
     /// are shown in status but never started until fixed.
     pub invalid: BTreeMap<String, String>,
@@ -270,7 +272,7 @@ pub fn load_text(
                                 ..problem.service(&name).at(src, span)
                             });
                         }
-                        services.insert(name.clone(), spec);
+                        services.insert(name.clone(), Arc::new(spec));
                     }
                     _ => {}
                 }
@@ -315,7 +317,7 @@ pub fn load_text(
                     ..d.service(&found.name)
                 });
             }
-            services.insert(found.name.clone(), spec);
+            services.insert(found.name.clone(), Arc::new(spec));
         }
         diags.extend(service_diags);
     }
@@ -1070,7 +1072,7 @@ type DepSpans = (Option<Range<usize>>, Option<Range<usize>>);
 /// each error naming the services.
 fn check_dependencies(
     src: &SourceText,
-    services: &mut BTreeMap<String, ServiceSpec>,
+    services: &mut BTreeMap<String, Arc<ServiceSpec>>,
     invalid: &mut BTreeMap<String, String>,
     spans: &BTreeMap<String, DepSpans>,
     diags: &mut Vec<Diagnostic>,

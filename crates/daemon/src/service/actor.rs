@@ -204,14 +204,17 @@ impl<P: Processes> Actor<P> {
                 sig = self.health.next() => Happening::Health(sig),
                 _ = self.deps.changed() => Happening::DepsChanged,
             };
+            // Each handler is boxed: the task then holds only the loop's
+            // own state while idle, not the largest handler's (a few KiB
+            // per service, thousands of services).
             match happening {
-                Happening::Command(Some(cmd)) => self.command(cmd).await,
+                Happening::Command(Some(cmd)) => Box::pin(self.command(cmd)).await,
                 Happening::Command(None) => {
                     // Nobody can reach us any more: stop and end.
                     self.shutting_down = true;
-                    self.feed(Input::Stop).await;
+                    Box::pin(self.feed(Input::Stop)).await;
                 }
-                Happening::Exit(status) => self.on_exit(status).await,
+                Happening::Exit(status) => Box::pin(self.on_exit(status)).await,
                 Happening::Timer(t) => {
                     self.clear_timer(t);
                     let input = match t {
@@ -226,15 +229,15 @@ impl<P: Processes> Actor<P> {
                             humantime::format_duration(self.spec.stop_timeout)
                         );
                     }
-                    self.feed(input).await;
+                    Box::pin(self.feed(input)).await;
                 }
                 Happening::GroupChanged => {
                     if self.procs.is_empty() {
-                        self.feed(Input::GroupEmpty).await;
+                        Box::pin(self.feed(Input::GroupEmpty)).await;
                     }
                 }
-                Happening::Health(sig) => self.on_health(sig).await,
-                Happening::DepsChanged => self.check_deps().await,
+                Happening::Health(sig) => Box::pin(self.on_health(sig)).await,
+                Happening::DepsChanged => Box::pin(self.check_deps()).await,
             }
             self.publish();
             self.settle_waiters();
@@ -270,7 +273,7 @@ impl<P: Processes> Actor<P> {
                 self.spec = spec;
             }
             Command::SetDeps(deps) => {
-                self.deps = deps;
+                self.deps = *deps;
                 self.deps_met = None;
                 self.check_deps().await;
             }

@@ -44,7 +44,7 @@ pub enum Command {
     /// Stop, then end the actor.
     Shutdown(Option<Reply>),
     /// What it depends on and restarts with (at start and after a reload).
-    SetDeps(deps::Deps),
+    SetDeps(Box<deps::Deps>),
     /// SIGKILL everything of the service now.
     Kill,
 }

@@ -13,6 +13,7 @@ pub mod tree;
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::spawn::SpawnPlan;
 use cgroup::ServiceCgroup;
@@ -23,14 +24,20 @@ use tree::TreeGroup;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Tracking {
     pub layout: Layout,
+    controllers: Arc<BTreeMap<Controller, Place>>,
 }
 
 impl Tracking {
     /// Decides from the machine's mounts; `base_rel` is the orchestrator's
     /// folder relative to each hierarchy's root (`blackhole/<instance>`).
     pub fn detect(base_rel: &Path, allow_cgroups: bool) -> Tracking {
+        Tracking::from_layout(Layout::build(&Mounts::detect(), base_rel, allow_cgroups))
+    }
+
+    pub fn from_layout(layout: Layout) -> Tracking {
         Tracking {
-            layout: Layout::build(&Mounts::detect(), base_rel, allow_cgroups),
+            controllers: Arc::new(layout.controllers.clone()),
+            layout,
         }
     }
 
@@ -43,7 +50,7 @@ impl Tracking {
         Group {
             service: service.to_string(),
             tracking: self.layout.tracking.clone(),
-            controllers: self.layout.controllers.clone(),
+            controllers: self.controllers.clone(),
             cgroup: None,
             limit_dirs: BTreeMap::new(),
             tree: TreeGroup::new(),
@@ -81,7 +88,8 @@ impl Tracking {
 pub struct Group {
     service: String,
     tracking: Option<Place>,
-    controllers: BTreeMap<Controller, Place>,
+    /// Shared by every service: decided once for the machine.
+    controllers: Arc<BTreeMap<Controller, Place>>,
     /// The tracking cgroup, once created.
     cgroup: Option<ServiceCgroup>,
     /// v1 folders holding limits (hybrid and v1 hosts).
@@ -114,7 +122,7 @@ impl Group {
             None => {}
         }
         let wanted = limits.controllers();
-        for (c, place) in self.controllers.clone() {
+        for (c, place) in self.controllers.iter().map(|(c, p)| (*c, p.clone())) {
             let on = wanted.contains(&c);
             match place {
                 Place::V2(_) => {
@@ -314,7 +322,7 @@ mod tests {
                 .collect(),
             notes: vec![],
         };
-        let tracking = Tracking { layout };
+        let tracking = Tracking::from_layout(layout);
         let mut g = tracking.group("api");
         let mut plan = SpawnPlan::new(c"/bin/true".into(), vec![c"true".into()]);
         let limits = Limits {
