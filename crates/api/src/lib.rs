@@ -146,6 +146,31 @@ pub struct ServiceList {
     pub services: Vec<ServiceStatus>,
 }
 
+/// The body of `POST /v1/start`, `/v1/stop` and `/v1/restart`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchRequest {
+    /// The services to act on; absent or empty: every valid service.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
+}
+
+/// One service's outcome in a [`BatchReport`]: its status, or the error it
+/// would have had on its own (`status` is then in the error if known).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BatchResult {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<ServiceStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorDetail>,
+}
+
+/// What a batch start, stop or restart did, in the order it was done.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BatchReport {
+    pub results: Vec<BatchResult>,
+}
+
 /// A state change or a notable happening, as `GET /v1/events` streams it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {

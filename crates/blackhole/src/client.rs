@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use blackhole_api::ErrorBody;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
@@ -62,6 +62,17 @@ impl Client {
         path: &str,
         accept: &str,
     ) -> Result<Response<Incoming>, ClientError> {
+        self.send_body(method, path, accept, Bytes::new()).await
+    }
+
+    /// [`Client::send`] with a JSON body (none when empty).
+    pub async fn send_body(
+        &self,
+        method: Method,
+        path: &str,
+        accept: &str,
+        body: Bytes,
+    ) -> Result<Response<Incoming>, ClientError> {
         let stream =
             UnixStream::connect(&self.socket)
                 .await
@@ -75,12 +86,16 @@ impl Client {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(method)
             .uri(path)
             .header("host", "blackhole")
-            .header("accept", accept)
-            .body(Empty::<Bytes>::new())
+            .header("accept", accept);
+        if !body.is_empty() {
+            req = req.header("content-type", "application/json");
+        }
+        let req = req
+            .body(Full::new(body))
             .map_err(|e| ClientError::Other(e.to_string()))?;
         let resp = sender.send_request(req).await.map_err(|e| {
             ClientError::Other(format!("the orchestrator closed the connection: {e}"))
@@ -109,7 +124,19 @@ impl Client {
         method: Method,
         path: &str,
     ) -> Result<T, ClientError> {
-        let resp = self.send(method, path, "application/json").await?;
+        self.json_with(method, path, Bytes::new()).await
+    }
+
+    /// Sends `body` (JSON) and reads a JSON answer.
+    pub async fn json_with<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<T, ClientError> {
+        let resp = self
+            .send_body(method, path, "application/json", body)
+            .await?;
         let body = resp
             .into_body()
             .collect()

@@ -197,6 +197,13 @@ async fn run(config: Config, source: Source) -> Result<(), String> {
         instance,
         optional_limits: orch.cgroups == blackhole_core::config::CgroupMode::Optional,
         records: ctx_records.clone(),
+        file_watcher: match blackhole_os::filewatch::FileWatcher::start() {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!("no inotify ({e}): services poll their cgroups while stopping");
+                None
+            }
+        },
     });
     for spec in config.services.values() {
         for problem in ctx.unenforceable(spec) {

@@ -78,6 +78,9 @@ pub enum Request {
 #[derive(Clone, Default)]
 pub struct Registry {
     pub services: BTreeMap<String, Entry>,
+    /// Waves for stopping many services: dependents before what they
+    /// depend on (services in a dependency cycle are in none).
+    pub stop_waves: Vec<Vec<String>>,
 }
 
 #[derive(Clone)]
@@ -121,6 +124,8 @@ pub struct Supervisor {
     clock: Clock,
     telemetry: Telemetry,
     counters: Arc<crate::metrics::OrchestratorCounters>,
+    /// When the first shutdown request came, for the figure at the end.
+    shutdown_began: Option<Instant>,
 }
 
 /// The signals the orchestrator handles, registered as early as possible:
@@ -173,6 +178,7 @@ impl Supervisor {
             clock: Clock::default(),
             telemetry,
             counters,
+            shutdown_began: None,
         };
         (sup, rx)
     }
@@ -232,7 +238,11 @@ impl Supervisor {
                 Entry::Invalid(Box::new(crate::service::invalid_status(name, error))),
             );
         }
-        self.registry.send_replace(Arc::new(Registry { services }));
+        let stop_waves = graph::levels(&self.edges()).into_iter().rev().collect();
+        self.registry.send_replace(Arc::new(Registry {
+            services,
+            stop_waves,
+        }));
     }
 
     fn send(&self, name: &str, cmd: Command) {
@@ -537,6 +547,7 @@ impl Supervisor {
     /// Asks every service to stop, dependents before what they depend on;
     /// the receiver fires when all have stopped.
     fn begin_shutdown(&mut self) -> oneshot::Receiver<()> {
+        self.shutdown_began.get_or_insert_with(Instant::now);
         self.events
             .publish("", "orchestrator", None, None, None, "shutting down".into());
         let edges = self.edges();
@@ -716,7 +727,7 @@ impl Supervisor {
     }
 
     async fn finish_shutdown(mut self) {
-        let started = Instant::now();
+        let started = self.shutdown_began.unwrap_or_else(Instant::now);
         // Actors end once their service is stopped.
         for (name, task) in self.tasks.drain(..) {
             if let Err(e) = task.await {

@@ -11,6 +11,7 @@
 //! - [`system`]: process-wide settings (subreaper, file limits).
 
 pub mod asyncfd;
+pub mod filewatch;
 pub mod host;
 pub mod notify;
 pub mod pipe;

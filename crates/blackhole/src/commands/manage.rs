@@ -1,6 +1,6 @@
 //! `start`, `stop`, `restart`, `reload`, `down`.
 
-use blackhole_api::{Event, ReloadReport, ServiceList, ServiceStatus};
+use blackhole_api::{BatchReport, BatchRequest, Event, ReloadReport};
 use hyper::Method;
 
 use super::encode;
@@ -9,43 +9,43 @@ use crate::client::{Client, ClientError};
 use crate::code;
 use crate::render;
 
-/// Acts on every target at once and reports each as it finishes.
+/// Acts on every target in one request and reports each service.
 pub async fn act(client: &Client, verb: &str, targets: Targets) -> Result<u8, ClientError> {
-    let names = if targets.all {
-        let list: ServiceList = client.json(Method::GET, "/v1/services").await?;
-        list.services.into_iter().map(|s| s.name).collect()
-    } else {
-        targets.names
-    };
     let timeout = humantime::format_duration(targets.timeout)
         .to_string()
         .replace(' ', "");
+    // No names (with --all) means every service, decided by the orchestrator.
+    let request = BatchRequest {
+        services: if targets.all {
+            Vec::new()
+        } else {
+            targets.names
+        },
+    };
+    let body = serde_json::to_vec(&request).map_err(|e| ClientError::Other(e.to_string()))?;
+    let report: BatchReport = client
+        .json_with(
+            Method::POST,
+            &format!("/v1/{verb}?timeout={}", encode(&timeout)),
+            body.into(),
+        )
+        .await?;
     let colour = render::colour_enabled();
-    let requests = names.iter().map(|name| {
-        let path = format!(
-            "/v1/services/{}/{verb}?timeout={}",
-            encode(name),
-            encode(&timeout)
-        );
-        async move {
-            (
-                name,
-                client.json::<ServiceStatus>(Method::POST, &path).await,
-            )
-        }
-    });
     let mut failed = false;
-    for (name, result) in futures_util::future::join_all(requests).await {
-        match result {
-            Ok(s) => {
-                let pid = s.pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
-                println!("{name}: {}{pid}", render::state(s.state, colour));
-            }
-            Err(e @ ClientError::NotRunning { .. }) => return Err(e),
-            Err(e) => {
+    for r in report.results {
+        match (r.status, r.error) {
+            (_, Some(e)) => {
                 failed = true;
-                eprintln!("{name}: {e}");
+                eprintln!("{}: {}", r.name, e.message);
+                for d in &e.details {
+                    eprintln!("  {d}");
+                }
             }
+            (Some(s), None) => {
+                let pid = s.pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+                println!("{}: {}{pid}", r.name, render::state(s.state, colour));
+            }
+            (None, None) => {}
         }
     }
     Ok(if failed { code::FAILED } else { code::OK })

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use blackhole_api::{ServiceStatus, State};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 
@@ -306,12 +306,34 @@ impl Stack {
         self.request(Method::POST, path).unwrap()
     }
 
+    /// POSTs a JSON body; status and JSON answer.
+    pub fn post_json(&self, path: &str, body: &str) -> (StatusCode, serde_json::Value) {
+        let (code, bytes) = self
+            .raw_with(Method::POST, path, "application/json", body.as_bytes())
+            .unwrap();
+        (
+            code,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
     pub fn raw(
         &self,
         method: Method,
         path: &str,
         accept: &str,
     ) -> Result<(StatusCode, Vec<u8>), String> {
+        self.raw_with(method, path, accept, b"")
+    }
+
+    pub fn raw_with(
+        &self,
+        method: Method,
+        path: &str,
+        accept: &str,
+        body: &[u8],
+    ) -> Result<(StatusCode, Vec<u8>), String> {
+        let body = Bytes::copy_from_slice(body);
         let socket = self.socket.clone();
         let path = path.to_string();
         let accept = accept.to_string();
@@ -328,7 +350,7 @@ impl Stack {
                 .uri(path)
                 .header("host", "x")
                 .header("accept", accept)
-                .body(Empty::<Bytes>::new())
+                .body(Full::new(body))
                 .unwrap();
             let resp = tx.send_request(req).await.map_err(|e| e.to_string())?;
             let code = resp.status();

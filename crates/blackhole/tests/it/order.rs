@@ -99,6 +99,68 @@ depends_on = ["db"]
 }
 
 #[test]
+fn stopping_many_goes_dependents_first_in_one_request() {
+    let mut s = Stack::new();
+    let file = s.path().join("order.log");
+    for name in ["db", "api", "web", "lone"] {
+        s.script(name, &stamping(name, &file, false));
+    }
+    s.write_config(
+        "[services.api]\ndepends_on = [\"db\"]\n[services.web]\ndepends_on = [\"api\"]\n",
+    );
+    s.up();
+    for name in ["db", "api", "web", "lone"] {
+        s.wait_state(name, State::Running);
+    }
+    let (code, body) = s.post_json("/v1/stop", r#"{"services": ["db", "web", "api", "nope"]}"#);
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let results = body["results"].as_array().unwrap();
+    let names: Vec<&str> = results
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["nope", "web", "api", "db"], "{body}");
+    assert_eq!(results[0]["error"]["code"], "not_found", "{body}");
+    for r in &results[1..] {
+        assert_eq!(r["status"]["state"], "stopped", "{body}");
+    }
+    let st = stamps(&file);
+    let (web1, api1, db1) = (
+        at(&st, "web", "stop"),
+        at(&st, "api", "stop"),
+        at(&st, "db", "stop"),
+    );
+    assert!(
+        web1 < api1 && api1 < db1,
+        "not stopped dependents first: {st:?}"
+    );
+    assert_eq!(
+        s.status("lone").state,
+        State::Running,
+        "an unnamed service was touched"
+    );
+
+    // A body that is not the documented shape is refused, with the shape.
+    let (code, body) = s.post_json("/v1/stop", "[1, 2]");
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"services\""),
+        "{body}"
+    );
+
+    // No body: every service.
+    let (code, body) = s.post_json("/v1/start", "");
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(body["results"].as_array().unwrap().len(), 4, "{body}");
+    for name in ["db", "api", "web", "lone"] {
+        assert_eq!(s.status(name).state, State::Running);
+    }
+}
+
+#[test]
 fn a_dependency_that_restarts_is_waited_for_through_its_restart() {
     let mut s = Stack::new();
     let file = s.path().join("order.log");

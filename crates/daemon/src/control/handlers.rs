@@ -8,7 +8,9 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use blackhole_api::{ErrorBody, Health, ServiceList, codes};
+use blackhole_api::{
+    BatchReport, BatchRequest, BatchResult, ErrorBody, Health, ServiceList, ServiceStatus, codes,
+};
 use blackhole_core::config::value::parse_duration;
 use tokio::sync::oneshot;
 
@@ -123,16 +125,39 @@ async fn act(
     Query(q): Query<HashMap<String, String>>,
     action: Action,
 ) -> Result<Response, ApiError> {
-    let wait = match q.get("timeout") {
-        Some(t) => parse_duration(t).map_err(bad_request)?,
-        None => DEFAULT_WAIT,
-    };
-    let entry = entry(&state, &name)?;
+    let wait = wait_param(&q)?;
+    act_one(
+        &state,
+        &name,
+        action,
+        wait,
+        tokio::time::Instant::now() + wait,
+    )
+    .await
+    .map(|status| Json(status).into_response())
+}
+
+fn wait_param(q: &HashMap<String, String>) -> Result<Duration, ApiError> {
+    match q.get("timeout") {
+        Some(t) => parse_duration(t).map_err(bad_request),
+        None => Ok(DEFAULT_WAIT),
+    }
+}
+
+/// Asks for the action and waits until it is done, failed, or `deadline`.
+async fn act_one(
+    state: &AppState,
+    name: &str,
+    action: Action,
+    wait: Duration,
+    deadline: tokio::time::Instant,
+) -> Result<ServiceStatus, ApiError> {
+    let entry = entry(state, name)?;
     let (tx, rx) = oneshot::channel();
     state
         .requests
         .send(Request::Action {
-            name: name.clone(),
+            name: name.to_string(),
             action,
             reply: tx,
         })
@@ -141,8 +166,8 @@ async fn act(
     let outcome = rx.await.map_err(|_| {
         ApiError::new(503, codes::UNAVAILABLE, "the orchestrator is shutting down")
     })??;
-    match tokio::time::timeout(wait, outcome).await {
-        Ok(Ok(Outcome::Done(status))) => Ok(Json(status).into_response()),
+    match tokio::time::timeout_at(deadline, outcome).await {
+        Ok(Ok(Outcome::Done(status))) => Ok(status),
         Ok(Ok(Outcome::Failed(status, why))) => {
             let mut e = ApiError::new(500, codes::FAILED, format!("service `{name}`: {why}"));
             e.status = Some(Box::new(status));
@@ -168,6 +193,120 @@ async fn act(
             Err(e)
         }
     }
+}
+
+pub async fn start_many(
+    state: State<AppState>,
+    q: Query<HashMap<String, String>>,
+    body: axum::body::Bytes,
+) -> Result<Json<BatchReport>, ApiError> {
+    batch(state, q, body, Action::Start).await
+}
+
+pub async fn stop_many(
+    state: State<AppState>,
+    q: Query<HashMap<String, String>>,
+    body: axum::body::Bytes,
+) -> Result<Json<BatchReport>, ApiError> {
+    batch(state, q, body, Action::Stop).await
+}
+
+pub async fn restart_many(
+    state: State<AppState>,
+    q: Query<HashMap<String, String>>,
+    body: axum::body::Bytes,
+) -> Result<Json<BatchReport>, ApiError> {
+    batch(state, q, body, Action::Restart).await
+}
+
+/// Acts on many services in one request (every valid one when none is
+/// named). Stops go in waves, dependents first, like a shutdown; starts
+/// and restarts are asked for at once (each service waits for what it
+/// depends on). The timeout bounds the whole batch.
+async fn batch(
+    State(state): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+    body: axum::body::Bytes,
+    action: Action,
+) -> Result<Json<BatchReport>, ApiError> {
+    let wait = wait_param(&q)?;
+    let deadline = tokio::time::Instant::now() + wait;
+    let registry = state.registry.borrow().clone();
+    let named = if body.iter().all(u8::is_ascii_whitespace) {
+        Vec::new()
+    } else {
+        serde_json::from_slice::<BatchRequest>(&body)
+            .map_err(|e| {
+                bad_request(format!(
+                    "the body must be {{\"services\": [\"name\", ...]}} (or empty for all): {e}"
+                ))
+            })?
+            .services
+    };
+    let names: Vec<String> = if named.is_empty() {
+        registry
+            .services
+            .iter()
+            .filter(|(_, e)| matches!(e, Entry::Live(_)))
+            .map(|(n, _)| n.clone())
+            .collect()
+    } else {
+        named
+    };
+    let waves: Vec<Vec<String>> = if action == Action::Stop {
+        let wanted: std::collections::BTreeSet<&str> = names.iter().map(String::as_str).collect();
+        let mut waves: Vec<Vec<String>> = registry
+            .stop_waves
+            .iter()
+            .map(|w| {
+                w.iter()
+                    .filter(|n| wanted.contains(n.as_str()))
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .filter(|w| !w.is_empty())
+            .collect();
+        let placed: std::collections::BTreeSet<&String> = waves.iter().flatten().collect();
+        let rest: Vec<String> = names
+            .iter()
+            .filter(|n| !placed.contains(n))
+            .cloned()
+            .collect();
+        if !rest.is_empty() {
+            waves.insert(0, rest);
+        }
+        waves
+    } else {
+        vec![names]
+    };
+    let mut results = Vec::new();
+    for wave in waves {
+        let outcomes = futures_util::future::join_all(
+            wave.iter()
+                .map(|name| act_one(&state, name, action, wait, deadline)),
+        )
+        .await;
+        for (name, outcome) in wave.into_iter().zip(outcomes) {
+            results.push(match outcome {
+                Ok(status) => BatchResult {
+                    name,
+                    status: Some(status),
+                    error: None,
+                },
+                Err(e) => {
+                    let mut body = ErrorBody::new(e.code, e.message);
+                    body.error.details = e.details;
+                    body.error.status = e.status;
+                    BatchResult {
+                        name,
+                        status: None,
+                        error: Some(body.error),
+                    }
+                }
+            });
+        }
+    }
+    Ok(Json(BatchReport { results }))
 }
 
 /// `?tail=N&follow=true`: N lines from memory (all by default), then

@@ -8,7 +8,6 @@ use std::ffi::CString;
 use std::future::Future;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,11 +16,11 @@ use blackhole_core::config::ServiceSpec;
 use blackhole_core::config::spec::RlimitKind;
 use blackhole_core::machine::ExitStatus;
 use blackhole_core::signal::Signal;
+use blackhole_os::filewatch::{FileWatch, FileWatcher};
 use blackhole_os::spawn::{Credentials, Output, Rlimit, SpawnPlan, decode_exec_status};
 use blackhole_os::spawner::Spawner;
 use blackhole_os::track::{Controller, Limits};
 use blackhole_os::track::{Group, Tracking};
-use tokio::io::unix::AsyncFd;
 use tokio::sync::oneshot;
 
 use super::env::{self, BaseEnv};
@@ -108,6 +107,8 @@ pub struct OsContext {
     pub optional_limits: bool,
     /// Where running services are written down for the next orchestrator.
     pub records: Option<Arc<crate::records::Records>>,
+    /// Wakes services whose cgroup may have emptied; `None`: they poll.
+    pub file_watcher: Option<FileWatcher>,
 }
 
 impl OsContext {
@@ -169,7 +170,7 @@ pub struct OsProcesses {
 
 enum Watch {
     /// inotify on `cgroup.events`: woken when `populated` changes.
-    Events(AsyncFd<OwnedFd>),
+    Events(FileWatch),
     /// No event source: recheck on a timer that slows down.
     Poll(Duration),
 }
@@ -382,7 +383,7 @@ impl Processes for OsProcesses {
             match self
                 .group
                 .watch_file()
-                .and_then(|p| inotify_modify(&p).ok())
+                .and_then(|p| self.ctx.file_watcher.as_ref()?.watch(&p).ok())
             {
                 Some(fd) => Watch::Events(fd),
                 None => Watch::Poll(Duration::from_millis(5)),
@@ -397,15 +398,7 @@ impl Processes for OsProcesses {
     fn changed(&mut self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             match &mut self.watch {
-                Some(Watch::Events(fd)) => {
-                    if let Ok(mut guard) = fd.readable().await {
-                        let mut buf = [0u8; 4096];
-                        // Drain; the content does not matter.
-                        let _ = guard.try_io(|fd| {
-                            nix::unistd::read(fd.get_ref(), &mut buf).map_err(std::io::Error::from)
-                        });
-                    }
-                }
+                Some(Watch::Events(w)) => w.changed().await,
                 Some(Watch::Poll(delay)) => {
                     tokio::time::sleep(*delay).await;
                     *delay = (*delay * 2).min(Duration::from_millis(200));
@@ -464,11 +457,4 @@ async fn read_exec_status(fd: OwnedFd) -> Result<Vec<u8>, String> {
             Err(_would_block) => {}
         }
     }
-}
-
-fn inotify_modify(path: &PathBuf) -> std::io::Result<AsyncFd<OwnedFd>> {
-    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-    let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
-    ino.add_watch(path, AddWatchFlags::IN_MODIFY)?;
-    blackhole_os::asyncfd::register(OwnedFd::from(ino))
 }
