@@ -180,6 +180,7 @@ def save_and_print(ctx, meta):
         "probes": [{"probe": p, "subject": s, "ok": ok, "detail": d} for (p, s), (ok, d) in ctx.probes.items()],
         "notes": [{"workload": w, "subject": s, "text": t} for w, s, t in ctx.notes],
         "skipped": ctx.skipped,
+        "failed": [{"metric": k, "subject": s, "why": w} for (k, s), w in ctx.failed.items()],
         "background_busy": ctx.background,
         "setup": {c.name: {"restart_floor_s": c.restart_floor, "restart": c.restart_note,
                            "killed_after_s": c.restart_settle, "logs": c.log_note} for c in ctx.subjects},

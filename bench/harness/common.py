@@ -38,6 +38,8 @@ class Ctx:
     probes: dict = field(default_factory=dict)  # (probe, subject) -> (ok, detail)
     skipped: dict = field(default_factory=dict)  # subject -> reason
     background: list = field(default_factory=list)  # machine load when each session began
+    gave_up_waiting: bool = False
+    failed: dict = field(default_factory=dict)  # (key, subject) -> why there is no figure
 
     def metric(self, key, workload, label, unit, fmt="{:.1f}", ratios=True):
         if key not in self.metrics:
@@ -46,6 +48,10 @@ class Ctx:
 
     def record(self, key, subject, value):
         self.values.setdefault((key, subject), []).append(value)
+
+    def fail(self, key, subject, reason):
+        """The subject could not produce this figure: shown as failed, and a target on it is missed."""
+        self.failed[(key, subject)] = reason
 
     def note(self, workload, subject, text):
         print(f"    note: {subject}: {text}", flush=True)
@@ -124,10 +130,14 @@ def cpu_busy(interval=1.0):
     return 1 - (i1 - i0) / max(t1 - t0, 1)
 
 
-def wait_for_quiet(ctx, what, limit=0.15, patience=180):
+def wait_for_quiet(ctx, what, limit=0.15, patience=120):
     """Before a session: wait (up to `patience` s) until other load on the
     machine is low. A shared machine running a build would otherwise decide
-    the figures. Returns the busy fraction the session started with."""
+    the figures. Once a wait has been in vain, later sessions wait 10 s at
+    most, so a long busy stretch does not stall the run. Returns the busy
+    fraction the session started with."""
+    if ctx.gave_up_waiting:
+        patience = 10
     deadline = time.monotonic() + patience
     busy = cpu_busy()
     waited = False
@@ -138,7 +148,10 @@ def wait_for_quiet(ctx, what, limit=0.15, patience=180):
         time.sleep(2)
         busy = cpu_busy()
     if busy > limit:
+        ctx.gave_up_waiting = True
         ctx.note("load", what, f"started with the machine {busy:.0%} busy after waiting {patience} s")
+    if busy <= limit:
+        ctx.gave_up_waiting = False
     ctx.background.append({"session": what, "busy": round(busy, 3)})
     return busy
 

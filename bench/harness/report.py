@@ -2,8 +2,10 @@
 targets blackhole is judged against."""
 
 
-def fmt(ctx, key, value):
-    return "-" if value is None else ctx.metrics[key].fmt.format(value)
+def fmt(ctx, key, value, subject=None):
+    if value is None:
+        return "failed" if (key, subject) in ctx.failed else "-"
+    return ctx.metrics[key].fmt.format(value)
 
 
 def ratio(a, b):
@@ -27,10 +29,11 @@ def results_table(ctx):
         base = ctx.median(key, "baseline")
         bh = ctx.median(key, "blackhole")
         label = f"{m.label} ({m.unit})" if m.unit else m.label
-        cells = [label, fmt(ctx, key, base), fmt(ctx, key, bh), rfmt(ratio(bh, base)) if m.ratios else ""]
+        cells = [label, fmt(ctx, key, base, "baseline"), fmt(ctx, key, bh, "blackhole"),
+                 rfmt(ratio(bh, base)) if m.ratios else ""]
         for p in peers:
             v = ctx.median(key, p)
-            cell = fmt(ctx, key, v)
+            cell = fmt(ctx, key, v, p)
             if v is not None and m.ratios and ratio(v, bh) is not None:
                 cell += f" ({rfmt(ratio(v, bh))})"
             cells.append(cell)
@@ -66,6 +69,9 @@ def targets(ctx):
     def vs_base(key, limit, what):
         bh, base = med(key, "blackhole"), med(key, "baseline")
         r = ratio(bh, base)
+        if (key, "blackhole") in ctx.failed:
+            out.append((f"{what} within {limit}x the baseline", f"failed: {ctx.failed[(key, 'blackhole')]}", False))
+            return
         fig = "not measured" if r is None else f"{fmt(ctx, key, bh)} vs {fmt(ctx, key, base)} ms = {r:.2f}x"
         out.append((f"{what} within {limit}x the baseline", fig, None if r is None else r <= limit))
 

@@ -87,6 +87,7 @@ def run(ctx, cls, writers, lines):
         if t_done is None:
             why = "timed out" if time.monotonic() >= deadline else "output stopped"
             ctx.note("W4", s.name, f"{label}: {why} with {counted:,} of {expected:,} lines in the log")
+            ctx.fail(k_total, s.name, why if counted >= expected else f"{expected - counted:,} lines never reached the log")
         else:
             ctx.record(k_total, s.name, (t_done - t_first) / 1e6)
         if len(exits) >= writers:

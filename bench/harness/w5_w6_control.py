@@ -74,19 +74,25 @@ def control(ctx, cls, n, w5, w6):
                            "{:.0f}")
         events = follow_events(s) if s.name == "blackhole" else None
         t0 = procs.now_ns()
+        patience = 120
         if s.is_baseline:
             os.kill(s.main_pid(), signal.SIGTERM)  # the baseline stops its children on SIGTERM
         elif s.stop_all_cmd():
             dt, cp = s.cmd(s.stop_all_cmd())
             ctx.record(k_cmd, s.name, dt * 1000)
             if cp.returncode != 0:
-                ctx.note("W5", s.name, f"stop-all exited {cp.returncode}: {cp.stderr.decode()[-200:]}")
+                err = cp.stderr.decode().strip().splitlines()
+                ctx.note("W5", s.name, f"stop-all exited {cp.returncode} after {dt:.1f} s; {len(err)} lines on "
+                         f"stderr, the last: {err[-1] if err else ''}")
+                patience = 10  # it failed: do not wait long for what it may not have stopped
         else:
             ctx.note("W5", s.name, "no command to stop all services; skipped")
             return
-        t_gone = ctx.events.wait_none_live(timeout=120)
+        t_gone = ctx.events.wait_none_live(timeout=patience)
         if t_gone is None:
-            ctx.note("W5", s.name, f"{len(ctx.events.live_pids())} services still alive 120 s after stop-all")
+            why = f"{len(ctx.events.live_pids())} services still alive {patience} s after stop-all"
+            ctx.note("W5", s.name, why)
+            ctx.fail(k_stop, s.name, why)
             return
         ctx.record(k_stop, s.name, (t_gone - t0) / 1e6)
         ctx.log(f"    {s.name} N={n}: stop-all, all gone after {(t_gone - t0) / 1e6:.0f} ms")
@@ -126,8 +132,10 @@ def shutdown(ctx, cls, n=100):
         t_sup = ctx.events.wait_exited(sup, timeout=120)
         if t_svc is None or t_sup is None:
             alive = [p for p in sup if p not in ctx.events.exits]
-            ctx.note("W5", s.name, f"shutdown incomplete after 120 s: {len(ctx.events.live_pids())} services, "
-                     f"{len(alive)} supervisor processes alive")
+            why = (f"shutdown incomplete after 120 s: {len(ctx.events.live_pids())} services, "
+                   f"{len(alive)} supervisor processes alive")
+            ctx.note("W5", s.name, why)
+            ctx.fail(k, s.name, why)
             return
         ctx.record(k, s.name, (max(t_svc, t_sup) - t0) / 1e6)
         ctx.log(f"    {s.name}: shutdown with {n} services took {(max(t_svc, t_sup) - t0) / 1e6:.0f} ms")
