@@ -55,6 +55,7 @@ pub mod exit {
 
 /// Runs the orchestrator in the foreground until it is shut down.
 pub fn up(opts: UpOptions) -> i32 {
+    blackhole_os::system::tune_allocator();
     let options = LoadOptions {
         services_dir: opts.services_dir.clone(),
     };
@@ -238,6 +239,8 @@ async fn run(config: Config, source: Source) -> Result<(), String> {
         counters.clone(),
     );
     supervisor.boot();
+    // What loading the configuration allocated is freed by now.
+    blackhole_os::system::release_free_memory();
     let sampler = usage::Sampler::start(orch.sample_interval, registry.clone());
     let metrics = Arc::new(metrics::Metrics {
         registry: registry.clone(),

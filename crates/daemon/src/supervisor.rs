@@ -211,6 +211,10 @@ impl Supervisor {
         );
         let writer = self.writer.clone();
         let task_name = name.clone();
+        // Boxed: the task's future then holds a pointer, not a second copy
+        // of the actor (an async block keeps its captures apart from the
+        // state it moves them into).
+        let actor = Box::new(actor);
         let task = tokio::spawn(async move {
             writer.set_limits(&task_name, limits.0, limits.1).await;
             actor.run().await;

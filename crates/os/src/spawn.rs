@@ -558,7 +558,11 @@ fn clone_vfork(
     };
     let clone_args = CloneArgs {
         flags: (libc::CLONE_VM | libc::CLONE_VFORK) as u64
-            | if cgroup_dir.is_some() { CLONE_INTO_CGROUP } else { 0 },
+            | if cgroup_dir.is_some() {
+                CLONE_INTO_CGROUP
+            } else {
+                0
+            },
         pidfd: 0,
         child_tid: 0,
         parent_tid: 0,

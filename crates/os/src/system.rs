@@ -29,3 +29,27 @@ pub fn raise_nofile_limit() -> std::io::Result<(u64, u64)> {
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
+
+/// Allocator settings for a long-running process with spiky large buffers
+/// (a status list of 1000 services, a reload): blocks of 64 KiB and more
+/// are mapped and unmapped on their own instead of staying in the heap
+/// after they are freed (the allocator's default raises that threshold as
+/// it sees such blocks freed, and then keeps them). One arena: a heap per
+/// runtime thread costs a few hundred KiB each, and the orchestrator
+/// allocates too little for threads to contend.
+pub fn tune_allocator() {
+    // SAFETY: mallopt sets allocator parameters; no memory is touched.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 * 1024);
+    }
+}
+
+/// Gives the memory that start-up allocated and freed (the parsed
+/// configuration document, the first records) back to the system: the
+/// allocator keeps freed memory inside its heap otherwise.
+pub fn release_free_memory() {
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe { libc::malloc_trim(0) };
+}

@@ -115,6 +115,24 @@ pub struct Actor<P: Processes> {
     cgroup: Option<(Arc<std::path::PathBuf>, u64)>,
 }
 
+/// The next health signal. Its future is large (every probe's state) and
+/// most services watch nothing, so it is boxed, and only when needed.
+async fn health_signal(health: &mut Health) -> health::Signal {
+    if health.watches_nothing() {
+        std::future::pending().await
+    } else {
+        Box::pin(health.next()).await
+    }
+}
+
+fn timer_input(t: Timer) -> Input {
+    match t {
+        Timer::Backoff => Input::BackoffElapsed,
+        Timer::StopKill => Input::StopTimedOut,
+        Timer::StartTimeout => Input::StartTimedOut,
+    }
+}
+
 fn sleep(d: Duration) -> Pin<Box<Sleep>> {
     Box::pin(tokio::time::sleep(d))
 }
@@ -191,8 +209,9 @@ impl<P: Processes> Actor<P> {
         (actor, rx)
     }
 
-    /// Runs until shut down.
-    pub async fn run(mut self) {
+    /// Runs until shut down. Takes the actor boxed so that the future
+    /// holds one pointer to it rather than a copy beside the one it works on.
+    pub async fn run(mut self: Box<Self>) {
         loop {
             let happening = tokio::select! {
                 status = exited(&mut self.run) => Happening::Exit(status),
@@ -201,7 +220,7 @@ impl<P: Processes> Actor<P> {
                 _ = fire(&mut self.stop_kill) => Happening::Timer(Timer::StopKill),
                 _ = fire(&mut self.start_timeout) => Happening::Timer(Timer::StartTimeout),
                 _ = self.procs.changed(), if self.watching => Happening::GroupChanged,
-                sig = self.health.next() => Happening::Health(sig),
+                sig = health_signal(&mut self.health) => Happening::Health(sig),
                 _ = self.deps.changed() => Happening::DepsChanged,
             };
             // Each handler is boxed: the task then holds only the loop's
@@ -217,11 +236,7 @@ impl<P: Processes> Actor<P> {
                 Happening::Exit(status) => Box::pin(self.on_exit(status)).await,
                 Happening::Timer(t) => {
                     self.clear_timer(t);
-                    let input = match t {
-                        Timer::Backoff => Input::BackoffElapsed,
-                        Timer::StopKill => Input::StopTimedOut,
-                        Timer::StartTimeout => Input::StartTimedOut,
-                    };
+                    let input = timer_input(t);
                     if t == Timer::StopKill {
                         tracing::warn!(
                             service = %self.spec.name,
@@ -370,6 +385,12 @@ impl<P: Processes> Actor<P> {
                         if self.run.is_none() && self.procs.is_empty() {
                             queue.push_back(Input::GroupEmpty);
                         }
+                    }
+                    // A zero delay (`initial_delay = 0`) is due now: the
+                    // runtime's timer would add up to a millisecond.
+                    Effect::Arm(t, d) if d.is_zero() => {
+                        self.clear_timer(t);
+                        queue.push_back(timer_input(t));
                     }
                     Effect::Arm(t, d) => *self.timer(t) = Some(sleep(d)),
                     Effect::Disarm(t) => self.clear_timer(t),

@@ -254,6 +254,16 @@ impl Health {
         self.readiness.as_ref().map_or(0, |p| p.successes)
     }
 
+    /// Nothing can produce a signal until the next run starts.
+    pub fn watches_nothing(&self) -> bool {
+        self.notify.is_none()
+            && self.ready_fd.is_none()
+            && self.log_watch.is_none()
+            && self.readiness.is_none()
+            && self.liveness.is_none()
+            && self.watchdog.is_none()
+    }
+
     /// Waits for the next signal; pends forever when nothing is watched.
     pub async fn next(&mut self) -> Signal {
         let ctx = self.ctx.clone();
