@@ -263,15 +263,25 @@ pub struct LineBatch<'a> {
 
 impl LineBatch<'_> {
     pub fn push(&mut self, raw: &[u8]) {
-        let text = String::from_utf8_lossy(raw);
+        // `from_utf8` checks ASCII a word at a time; the lossy decoder walks
+        // every byte, which made it the pump's largest cost.
+        let text = match std::str::from_utf8(raw) {
+            Ok(s) => std::borrow::Cow::Borrowed(s),
+            Err(_) => String::from_utf8_lossy(raw),
+        };
         let seq = self
             .ring
             .push(self.time, self.stream, self.pid, text.as_bytes());
         if self.out.capacity() == 0 {
             // Room for what was read plus the prefixes, not a whole batch:
-            // a line of a quiet service should not cost 64 KiB.
-            self.out
-                .reserve((self.hint * 2 + 256).min(writer::BATCH_BYTES + 512));
+            // a line of a quiet service should not cost 64 KiB. A full
+            // batch ends with at most one line past the limit, whose
+            // invalid bytes may each grow to three (U+FFFD).
+            self.out = self
+                .log
+                .writer
+                .pool
+                .take((self.hint * 2 + 256).min(writer::BATCH_BYTES + 3 * MAX_LINE + 256));
         }
         self.out.extend_from_slice(self.prefix.as_bytes());
         self.out.extend_from_slice(text.as_bytes());
