@@ -101,12 +101,22 @@ pub fn up(opts: UpOptions) -> i32 {
         explicit: opts.explicit,
         options,
     };
+    // The orchestrator runs as a task on the worker, not on this thread
+    // (`block_on` would poll it here): the supervisor and the actors it
+    // talks to then share a thread, and a message between them is a queue
+    // push, not a futex wake-up of another thread.
     let code = runtime.block_on(async move {
-        match run(config, source).await {
-            Ok(()) => exit::OK,
-            Err(e) => {
+        let outcome = tokio::spawn(run(config, source)).await;
+        match outcome {
+            Ok(Ok(())) => exit::OK,
+            Ok(Err(e)) => {
                 tracing::error!("{e}");
                 eprintln!("blackhole: {e}");
+                exit::FAILED
+            }
+            Err(e) => {
+                tracing::error!("the orchestrator task failed: {e}");
+                eprintln!("blackhole: the orchestrator task failed: {e}");
                 exit::FAILED
             }
         }

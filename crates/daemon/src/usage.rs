@@ -77,7 +77,15 @@ impl Sampler {
         loop {
             self.wake.notified().await;
             loop {
-                self.sample_all();
+                // A few file reads per service: at a thousand services, tens
+                // of milliseconds the runtime's one worker must not spend.
+                let me = self.clone();
+                if tokio::task::spawn_blocking(move || me.sample_all())
+                    .await
+                    .is_err()
+                {
+                    tracing::error!("resource sampling failed; figures may be stale");
+                }
                 let last = *self.last_request.lock().unwrap_or_else(|e| e.into_inner());
                 if last.elapsed() > self.interval * LINGER {
                     break;

@@ -211,8 +211,17 @@ fn document() -> impl Strategy<Value = String> {
     })
 }
 
+/// `PROPTEST_CASES`, or 2000 (an explicit `cases` would override the
+/// variable, which proptest reads only into its default).
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn any_text_never_panics(text in "\\PC{0,300}") {
