@@ -195,6 +195,7 @@ impl Supervisor {
                 &name,
                 self.writer.clone(),
                 self.config.orchestrator.log_service_output,
+                self.config.orchestrator.log_memory,
             )
         });
         let procs = OsProcesses::new(self.ctx.clone(), &name);
@@ -457,6 +458,11 @@ impl Supervisor {
         if old_orch.log_service_output != new_orch.log_service_output {
             for h in self.services.values() {
                 h.log.set_echo(new_orch.log_service_output);
+            }
+        }
+        if old_orch.log_memory != new_orch.log_memory {
+            for h in self.services.values() {
+                h.log.set_memory(new_orch.log_memory);
             }
         }
         for (what, changed) in [

@@ -48,6 +48,10 @@ fn memory_hog_is_oom_killed_and_restarted() {
         })
         .max()
         .unwrap_or(0);
+    eprintln!(
+        "memory_limit = 48 MiB: the hog reached {most} MiB, then {} ({}); restarted",
+        exit.reason, exit.message
+    );
     assert!(most < 48, "allocated {most} MiB under a 48 MiB limit");
 }
 
@@ -74,6 +78,7 @@ fn fork_bomb_is_capped_and_the_orchestrator_stays_responsive() {
         .parse()
         .unwrap();
     assert!(forked < 30, "{line}");
+    eprintln!("pids_limit = 30: {line}");
     // Meanwhile every status request is answered promptly.
     for _ in 0..20 {
         let t0 = Instant::now();

@@ -837,6 +837,23 @@ fn slow_clients_do_not_block_others() {
     let per = t0.elapsed().as_secs_f64() * 1000.0 / 20.0;
     eprintln!("with 200 stalled connections open, status took {per:.2} ms on average");
     assert!(per < 500.0);
+    // The stalled ones, and one that never says anything, are closed by the
+    // orchestrator once the header timeout (10 s) has passed.
+    let silent = std::os::unix::net::UnixStream::connect(&s.socket).unwrap();
+    let t0 = Instant::now();
+    for mut c in [silent, stalled.pop().unwrap()] {
+        use std::io::Read;
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut buf = [0u8; 64];
+        let n = c
+            .read(&mut buf)
+            .expect("the connection is closed, not left open");
+        assert_eq!(n, 0, "closed without an answer");
+    }
+    eprintln!(
+        "stalled connections closed by the orchestrator after {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
     drop(stalled);
     assert_eq!(s.get("/v1/health").unwrap().0, StatusCode::OK);
 }
@@ -853,8 +870,10 @@ fn soak() {
     let mut s = Stack::new();
     let bin = testsvc();
     let port_base = 47000 + (std::process::id() % 1000) as u16 * 2;
+    // Small in-memory rings: the quiet services fill them within the
+    // warm-up third, so a later rise of RSS is a leak, not a cache filling.
     let mut config = String::from(
-        "[orchestrator]\nlog_service_output = false\nlog_max_size = \"1MiB\"\nlog_max_files = 2\n",
+        "[orchestrator]\nlog_service_output = false\nlog_max_size = \"1MiB\"\nlog_max_files = 2\nlog_memory = \"16KiB\"\n",
     );
     for i in 0..50 {
         let (args, extra) = match i % 5 {

@@ -163,3 +163,50 @@ fn log_level_changes_live() {
     let after = &s.orchestrator_output()[mark..];
     assert!(!after.contains("visible-line"), "{after}");
 }
+
+#[test]
+fn log_memory_shrinks_live_and_keeps_the_newest_lines() {
+    let mut s = Stack::new();
+    s.write_config(&format!(
+        "[orchestrator]\nlog_service_output = false\n[services.talk]\nbinary_path = \"{}\"\nargs = [\"print\", \"--lines\", \"20000\", \"--size\", \"50\", \"--then\", \"wait\"]\n",
+        crate::harness::testsvc().display()
+    ));
+    s.up();
+    let tail = |s: &Stack| -> Vec<String> {
+        let (code, body) = s
+            .raw(
+                hyper::Method::GET,
+                "/v1/services/talk/logs?tail=all",
+                "text/plain",
+            )
+            .unwrap();
+        assert_eq!(code, StatusCode::OK);
+        String::from_utf8(body)
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("line "))
+            .map(str::to_string)
+            .collect()
+    };
+    let before = wait_for("the last line in memory", Duration::from_secs(20), || {
+        let t = tail(&s);
+        t.last()
+            .is_some_and(|l| l.starts_with("line 19999 "))
+            .then_some(t.len())
+    });
+    let pid = s.status("talk").pid;
+    s.write_config(&format!(
+        "[orchestrator]\nlog_service_output = false\nlog_memory = \"16KiB\"\n[services.talk]\nbinary_path = \"{}\"\nargs = [\"print\", \"--lines\", \"20000\", \"--size\", \"50\", \"--then\", \"wait\"]\n",
+        crate::harness::testsvc().display()
+    ));
+    let (code, report) = s.post("/v1/reload");
+    assert_eq!(code, StatusCode::OK, "{report}");
+    let after = tail(&s);
+    assert!(
+        after.len() * 4 < before,
+        "{before} lines in memory before, {} after",
+        after.len()
+    );
+    assert!(after.last().unwrap().starts_with("line 19999 "));
+    assert_eq!(s.status("talk").pid, pid, "the service was not restarted");
+}

@@ -117,6 +117,7 @@ const ORCH_KEYS: &[&str] = &[
     "socket",
     "log_dir",
     "log_max_size",
+    "log_memory",
     "cgroups",
     "cgroup_parent",
     "listen",

@@ -33,6 +33,11 @@ use crate::signal::Signal;
 
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_LOG_MAX_SIZE: u64 = 10 * 1024 * 1024;
+/// Each service's latest output kept in memory (`logs -n`, `logs -f`'s
+/// start, `top`'s log pane).
+pub const DEFAULT_LOG_MEMORY: usize = 256 * 1024;
+/// The memory ring's unit: less cannot be kept.
+pub const MIN_LOG_MEMORY: u64 = 16 * 1024;
 pub const DEFAULT_LOG_MAX_FILES: u32 = 5;
 
 /// Settings from the command line that override the file.
@@ -433,6 +438,12 @@ fn resolve_orchestrator(
             "log_max_files must be at least 1".into(),
         ));
     }
+    if raw.log_memory.is_some_and(|s| s.0.0 < MIN_LOG_MEMORY) {
+        diags.push(error(
+            "log_memory",
+            "log_memory must be at least 16KiB".into(),
+        ));
+    }
     if raw
         .sample_interval
         .is_some_and(|s| s.0 < Duration::from_millis(100))
@@ -485,6 +496,9 @@ fn resolve_orchestrator(
         log_max_size: raw.log_max_size.map_or(DEFAULT_LOG_MAX_SIZE, |s| s.0.0),
         log_max_files: raw.log_max_files.unwrap_or(DEFAULT_LOG_MAX_FILES),
         log_service_output: raw.log_service_output.unwrap_or(true),
+        log_memory: raw.log_memory.map_or(DEFAULT_LOG_MEMORY, |s| {
+            usize::try_from(s.0.0).unwrap_or(usize::MAX)
+        }),
         cgroups: raw.cgroups.unwrap_or_default(),
         cgroup_parent,
         require_sha256: raw.require_sha256.unwrap_or(false),
@@ -512,6 +526,7 @@ fn deserialize_orchestrator(
         "sample_interval",
         "log_max_size",
         "log_max_files",
+        "log_memory",
     ] {
         if let Some(span) = SpanIndex(Some(&value)).span(&[key]) {
             spans.insert(key, span);

@@ -23,6 +23,7 @@ pub struct RawOrchestrator {
     pub log_max_size: Option<ByteSize>,
     pub log_max_files: Option<u32>,
     pub log_service_output: Option<bool>,
+    pub log_memory: Option<ByteSize>,
     pub cgroups: Option<CgroupMode>,
     pub cgroup_parent: Option<String>,
     pub require_sha256: Option<bool>,

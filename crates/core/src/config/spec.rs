@@ -26,6 +26,8 @@ pub struct OrchestratorSpec {
     pub log_max_files: u32,
     /// Also print every service line in the orchestrator's own log.
     pub log_service_output: bool,
+    /// Bytes of each service's latest output kept in memory.
+    pub log_memory: usize,
     pub cgroups: CgroupMode,
     /// The orchestrator's cgroup folder, relative to each hierarchy's root.
     pub cgroup_parent: String,

@@ -245,6 +245,23 @@ fn syntax_errors_are_fatal_and_located() {
 }
 
 #[test]
+fn log_memory_has_a_default_a_floor_and_takes_sizes() {
+    let l = load_with("", vec!["api"]);
+    assert_eq!(l.config.unwrap().orchestrator.log_memory, 256 * 1024);
+    let l = load_with("[orchestrator]\nlog_memory = \"64KiB\"\n", vec!["api"]);
+    assert_eq!(l.config.unwrap().orchestrator.log_memory, 64 * 1024);
+    let l = load_with("[orchestrator]\nlog_memory = \"1KiB\"\n", vec!["api"]);
+    assert!(l.config.is_none());
+    let e = errors(&l);
+    assert!(
+        e[0].starts_with(
+            "/srv/app/blackhole.toml:2:14: [orchestrator]: log_memory must be at least 16KiB"
+        ),
+        "{e:?}"
+    );
+}
+
+#[test]
 fn orchestrator_errors_are_fatal() {
     let l = load_with("[orchestrator]\nlog_level = \"loud\"\n", vec![]);
     assert!(l.config.is_none());

@@ -109,8 +109,6 @@ impl LogWatch {
     }
 }
 
-/// Ring size per service.
-pub const RING_BYTES: usize = 256 * 1024;
 /// Capacity of the follower channel; a slower follower is told how many
 /// lines it missed.
 const FOLLOW_CAPACITY: usize = 1024;
@@ -130,11 +128,12 @@ pub struct ServiceLog {
 }
 
 impl ServiceLog {
-    pub fn new(name: &str, writer: LogWriter, echo: bool) -> Arc<ServiceLog> {
+    /// `memory`: bytes of the latest output kept for `tail`.
+    pub fn new(name: &str, writer: LogWriter, echo: bool, memory: usize) -> Arc<ServiceLog> {
         let counters = Arc::new(Counters::default());
         Arc::new(ServiceLog {
             name: name.into(),
-            ring: Mutex::new(Ring::new(RING_BYTES)),
+            ring: Mutex::new(Ring::new(memory)),
             followers: std::sync::OnceLock::new(),
             writer,
             echo: AtomicBool::new(echo),
@@ -158,6 +157,14 @@ impl ServiceLog {
 
     pub fn set_echo(&self, echo: bool) {
         self.echo.store(echo, Ordering::Relaxed);
+    }
+
+    /// Changes how much output is kept in memory (oldest lines go first).
+    pub fn set_memory(&self, bytes: usize) {
+        self.ring
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_budget(bytes);
     }
 
     pub fn writer(&self) -> &LogWriter {

@@ -59,6 +59,17 @@ impl Ring {
         }
     }
 
+    /// Changes the budget; beyond it the oldest chunks go at once.
+    pub fn set_budget(&mut self, budget: usize) {
+        self.max_chunks = budget.div_ceil(CHUNK).max(1);
+        while self.chunks.len() > self.max_chunks {
+            self.chunks.pop_front();
+        }
+        if self.chunks.len() == self.max_chunks {
+            self.spare = None;
+        }
+    }
+
     /// Stores a line (longer lines than a chunk are truncated to one chunk;
     /// the decoder never produces those); returns its sequence number.
     pub fn push(&mut self, time: SystemTime, stream: Stream, pid: u32, text: &[u8]) -> u64 {
@@ -162,5 +173,24 @@ mod tests {
         let r = Ring::new(256 * 1024);
         assert_eq!(r.footprint(), 0);
         assert!(r.tail(10).is_empty());
+    }
+
+    #[test]
+    fn a_smaller_budget_drops_the_oldest_and_keeps_the_newest() {
+        let mut r = Ring::new(8 * CHUNK);
+        let t = SystemTime::UNIX_EPOCH;
+        for i in 0..20_000 {
+            r.push(t, Stream::Stdout, 1, format!("line {i:05}").as_bytes());
+        }
+        let before = r.len();
+        r.set_budget(CHUNK);
+        assert!(r.len() < before / 4, "{} of {before} lines kept", r.len());
+        assert!(r.footprint() <= 2 * CHUNK + 2000 * size_of::<Entry>());
+        assert_eq!(r.tail(1)[0].text, b"line 19999");
+        // And it stays within the new budget as lines keep coming.
+        for i in 0..20_000 {
+            r.push(t, Stream::Stdout, 1, format!("more {i:05}").as_bytes());
+        }
+        assert!(r.footprint() <= 2 * CHUNK + 2000 * size_of::<Entry>());
     }
 }

@@ -183,7 +183,7 @@ impl Rig {
     fn start(spec: ServiceSpec, fake: Fake) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let writer = LogWriter::start(dir.path().to_path_buf(), 1 << 20, 2).unwrap();
-        let log = ServiceLog::new("svc", writer, false);
+        let log = ServiceLog::new("svc", writer, false, 256 * 1024);
         let (tx, rx) = mpsc::channel(8);
         let (actor, snapshot) = Actor::new(
             Arc::new(spec),
@@ -245,7 +245,7 @@ async fn an_idle_actor_future_stays_small() {
         Fake::default(),
         rx,
         EventBus::default(),
-        ServiceLog::new("svc", writer, false),
+        ServiceLog::new("svc", writer, false, 256 * 1024),
         Clock::default(),
         Default::default(),
     );
