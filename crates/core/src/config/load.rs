@@ -162,7 +162,7 @@ pub fn load_text(
                 Err(e) => diags.push(
                     Diagnostic::error(format!("[orchestrator]: {}", e.message()))
                         .at(src, e.span())
-                        .help("see docs/CONFIG.md for the keys of [orchestrator]"),
+                        .help("the keys of [orchestrator] are listed in the README's configuration reference"),
                 ),
             },
             "services" => match value.into_inner() {

@@ -1,5 +1,5 @@
 //! The `blackhole.toml` configuration: model, loading, validation,
-//! discovery. See `docs/CONFIG.md` for the reference.
+//! discovery. The reference is the README's "Configuration reference".
 
 pub mod diag;
 pub mod discovery;
