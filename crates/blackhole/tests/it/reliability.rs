@@ -397,6 +397,10 @@ fn binaries_data_and_services_folders_vanishing_are_survived() {
     );
     s.up();
     let pid = s.wait_state("app", State::Running).pid.unwrap();
+    // The shell reads its script after exec: wait until it has.
+    wait_for("app's first line", Duration::from_secs(10), || {
+        s.log_lines("app").iter().any(|l| l == "up").then_some(())
+    });
     // Deleting the binary changes nothing for the running process...
     let saved = std::fs::read(&bin).unwrap();
     std::fs::remove_file(&bin).unwrap();

@@ -80,6 +80,14 @@ fn invalid_configuration_changes_nothing() {
     s.up();
     let a = s.wait_state("a", State::Running).pid;
     let b = s.wait_state("b", State::Running).pid;
+    // Running means exec'd; the shell opens its script only after that, so
+    // wait for its first line before taking the script away.
+    wait_for("b's first line", Duration::from_secs(10), || {
+        s.log_lines("b")
+            .iter()
+            .any(|l| l.starts_with("args:"))
+            .then_some(())
+    });
     std::fs::remove_dir_all(s.services.join("b")).unwrap();
     s.write_config("[services.a]\nargs = [\"new\"]\n[services.a.restart]\njitter = 7\n");
     let (code, body) = s.post("/v1/reload");
