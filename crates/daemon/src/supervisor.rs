@@ -455,16 +455,6 @@ impl Supervisor {
         if old_orch.log_level != new_orch.log_level {
             self.telemetry.set_level(new_orch.log_level);
         }
-        if old_orch.log_service_output != new_orch.log_service_output {
-            for h in self.services.values() {
-                h.log.set_echo(new_orch.log_service_output);
-            }
-        }
-        if old_orch.log_memory != new_orch.log_memory {
-            for h in self.services.values() {
-                h.log.set_memory(new_orch.log_memory);
-            }
-        }
         for (what, changed) in [
             ("socket", old_orch.socket != new_orch.socket),
             ("state_dir", old_orch.state_dir != new_orch.state_dir),
@@ -536,6 +526,19 @@ impl Supervisor {
         report.unchanged.extend(plan.unchanged.iter().cloned());
         report.unchanged.sort();
 
+        // Log settings last, so that services added above (created with the
+        // old ones) get them too.
+        let (old_orch, new_orch) = (&self.config.orchestrator, &new.orchestrator);
+        if old_orch.log_service_output != new_orch.log_service_output {
+            for h in self.services.values() {
+                h.log.set_echo(new_orch.log_service_output);
+            }
+        }
+        if old_orch.log_memory != new_orch.log_memory {
+            for h in self.services.values() {
+                h.log.set_memory(new_orch.log_memory);
+            }
+        }
         self.invalid = new.invalid.clone();
         self.config = new;
         self.refresh_invalid_watches();

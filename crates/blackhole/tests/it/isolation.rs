@@ -236,8 +236,12 @@ fn a_leftover_of_a_killed_orchestrator_is_killed_by_the_next_one() {
         s.orchestrator_output()
     );
     let st = s.wait_state("p", State::Running);
-    // Exactly one instance: the new main process and its new child.
-    let members = s.cgroup_pids();
+    // Exactly one instance: the new main process and its new child (which
+    // it forks after it is running).
+    let members = wait_for("the new child", Duration::from_secs(10), || {
+        let m = s.cgroup_pids();
+        (m.len() >= 2).then_some(m)
+    });
     assert_eq!(members.len(), 2, "{members:?}");
     assert!(members.contains(&st.pid.unwrap()));
 }

@@ -35,8 +35,9 @@ impl BufferPool {
     /// An empty buffer with room for at least `want` bytes.
     pub fn take(&self, want: usize) -> Vec<u8> {
         if want >= BATCH_BYTES / 2
-            && let Some(buf) = self.spare.lock().unwrap_or_else(|e| e.into_inner()).pop()
+            && let Some(mut buf) = self.spare.lock().unwrap_or_else(|e| e.into_inner()).pop()
         {
+            buf.reserve(want);
             return buf;
         }
         Vec::with_capacity(want)
