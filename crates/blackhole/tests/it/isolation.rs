@@ -142,11 +142,19 @@ fn a_daemonizing_grandchild_dies_with_its_service() {
 #[test]
 fn a_service_runs_as_nobody() {
     let mut s = Stack::new();
-    s.write_config(&svc(
-        "who",
-        r#""id", "--then", "wait""#,
-        "user = \"nobody\"",
-    ));
+    // nobody must reach the binary: the checkout may sit in a folder only
+    // root can enter, so the service gets a copy in the stack's folder,
+    // opened to others.
+    use std::os::unix::fs::PermissionsExt;
+    let open = std::fs::Permissions::from_mode(0o755);
+    std::fs::create_dir_all(s.services.join("who")).unwrap();
+    for dir in [s.path(), s.services.as_path(), &s.services.join("who")] {
+        std::fs::set_permissions(dir, open.clone()).unwrap();
+    }
+    let bin = s.services.join("who/who");
+    std::fs::copy(testsvc(), &bin).unwrap();
+    std::fs::set_permissions(&bin, open).unwrap();
+    s.write_config("[services.who]\nargs = [\"id\", \"--then\", \"wait\"]\nuser = \"nobody\"\n");
     s.up();
     s.wait_state("who", State::Running);
     let line = wait_for("its id", Duration::from_secs(10), || {
