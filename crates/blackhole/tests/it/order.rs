@@ -33,6 +33,23 @@ fn stamps(file: &std::path::Path) -> Vec<(String, String, u128)> {
         .collect()
 }
 
+/// Waits until each of `names` has stamped its start: `running` means
+/// exec'd, and a stop before the stamp would find nothing to order.
+fn wait_started(file: &std::path::Path, names: &[&str]) {
+    wait_for("every start stamp", Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        names
+            .iter()
+            .all(|n| {
+                text.lines().any(|l| {
+                    l.strip_prefix(&format!("{n} start "))
+                        .is_some_and(|t| t.parse::<u128>().is_ok())
+                })
+            })
+            .then_some(())
+    });
+}
+
 fn at(stamps: &[(String, String, u128)], who: &str, what: &str) -> u128 {
     stamps
         .iter()
@@ -71,6 +88,7 @@ depends_on = ["db"]
     s.up();
     s.wait_state("api", State::Running);
     assert_eq!(s.status("migrate").state, State::Exited);
+    wait_started(&file, &["db", "api"]);
     s.signal(Signal::SIGTERM);
     assert_eq!(s.wait_exit(Duration::from_secs(20)), Some(0));
     let st = stamps(&file);
@@ -112,6 +130,7 @@ fn stopping_many_goes_dependents_first_in_one_request() {
     for name in ["db", "api", "web", "lone"] {
         s.wait_state(name, State::Running);
     }
+    wait_started(&file, &["db", "api", "web", "lone"]);
     let (code, body) = s.post_json("/v1/stop", r#"{"services": ["db", "web", "api", "nope"]}"#);
     assert_eq!(code, StatusCode::OK, "{body}");
     let results = body["results"].as_array().unwrap();
