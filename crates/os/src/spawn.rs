@@ -9,7 +9,8 @@
 //! Order in the child, each step needing what the previous one left:
 //! join the cgroup (accounting starts before anything else runs), new
 //! session, parent-death signal (and a check that the parent is still
-//! there), resource limits (while still root), file descriptors, working
+//! there), resource limits (while still root), a private descriptor table
+//! (see [`shared`]), file descriptors, working
 //! directory, groups then gid then uid, `no_new_privs`, signal dispositions
 //! and mask, exec. A failing step writes its number and `errno` to a
 //! close-on-exec pipe and exits 127; the parent reads that pipe, so "exec
@@ -257,9 +258,15 @@ struct Prepared<'a> {
     plan: &'a SpawnPlan,
     argv: Vec<*const c_char>,
     envp: Vec<*const c_char>,
-    /// `(source, target)` pairs after moving sources out of the way.
+    /// `(source, target)` pairs; no source is on any target's number.
     fds: Vec<(RawFd, RawFd)>,
-    first_free_fd: RawFd,
+    /// The write end of the exec-status pipe, by its number in the child.
+    status_fd: RawFd,
+    /// The file to execute, by its number in the child.
+    exec_fd: Option<RawFd>,
+    /// The child shares the orchestrator's descriptor table and must first
+    /// take a private copy of the descriptors below this number.
+    unshare_below: Option<RawFd>,
     dev_null: &'static [u8],
     parent_pid: libc::pid_t,
 }
@@ -308,62 +315,87 @@ pub fn spawn(plan: &SpawnPlan) -> Result<Spawned, SpawnError> {
     };
     let (status_r, status_w) = pipe::pipe().map_err(setup_err("create the exec-status pipe"))?;
 
-    // Sources are duplicated above every target number first, so that a
-    // source that happens to sit on a target slot (fd 1 when the
-    // orchestrator was started with stdout closed) is not overwritten
-    // before it is used.
-    let highest_target = plan
-        .extra_fds
-        .iter()
-        .map(|(_, t)| *t)
-        .max()
-        .unwrap_or(2)
-        .max(2);
-    let floor = highest_target + 1;
-    let mut moved: Vec<OwnedFd> = Vec::new();
-    let mut fds = Vec::new();
-    let mut push = |src: RawFd, target: RawFd| -> Result<(), SpawnError> {
-        // SAFETY: F_DUPFD_CLOEXEC on a descriptor we own; the new
-        // descriptor is owned by `moved` and closed when the plan is done.
-        let dup = unsafe { libc::fcntl(src, libc::F_DUPFD_CLOEXEC, floor) };
-        if dup < 0 {
-            return Err(SpawnError::Setup {
-                what: "duplicate a descriptor for the child",
-                source: std::io::Error::last_os_error(),
-            });
-        }
-        // SAFETY: `dup` was just returned by fcntl and is owned by nobody else.
-        moved.push(unsafe { OwnedFd::from_raw_fd(dup) });
-        fds.push((dup, target));
-        Ok(())
-    };
+    let mut sources: Vec<(RawFd, RawFd)> = Vec::with_capacity(2 + plan.extra_fds.len());
     if let Some(w) = &out_w {
-        push(w.as_raw_fd(), 1)?;
+        sources.push((w.as_raw_fd(), 1));
     }
     if let Some(w) = &err_w {
-        push(w.as_raw_fd(), 2)?;
+        sources.push((w.as_raw_fd(), 2));
     }
     for (src, target) in &plan.extra_fds {
-        push(src.as_raw_fd(), *target)?;
+        sources.push((src.as_raw_fd(), *target));
     }
-    let first_free_fd = floor.max(3);
+    let status = status_w.as_raw_fd();
+    let exec = plan.exec_fd.as_ref().map(|f| f.as_raw_fd());
 
+    let mut pid = None;
+    if let Some(mut slots) = shared::Slots::acquire(sources.len() + 2, &sources) {
+        let placed = slots.place(&sources, status, exec)?;
+        // An error here is the kernel refusing to unshare (close_range
+        // older than 5.9, or a seccomp filter; that child exited at once
+        // and the reaper collects it), or this way not being available at
+        // all. Either way the copying way below is tried, and after a
+        // refusal every later spawn goes that way directly.
+        pid = start_child(plan, placed).ok();
+        // `slots` goes back to holding placeholders here, which closes its
+        // copies of the child's descriptors.
+    }
+    let pid = match pid {
+        Some(pid) => pid,
+        None => {
+            let moved = MovedSources::new(&sources, status, exec)?;
+            start_child(plan, moved.placed())?
+        }
+    };
+    drop(out_w);
+    drop(err_w);
+    drop(status_w);
+    for fd in [&out_r, &err_r].into_iter().flatten() {
+        pipe::set_nonblocking(fd).map_err(setup_err("make a pipe non-blocking"))?;
+    }
+    pipe::set_nonblocking(&status_r).map_err(setup_err("make a pipe non-blocking"))?;
+    Ok(Spawned {
+        pid: pid as u32,
+        stdout: out_r,
+        stderr: err_r,
+        exec_status: status_r,
+    })
+}
+
+/// The descriptor numbers the child works with.
+struct Placed {
+    fds: Vec<(RawFd, RawFd)>,
+    status: RawFd,
+    exec: Option<RawFd>,
+    unshare_below: Option<RawFd>,
+}
+
+/// Starts the child: sharing memory when possible, else by fork.
+fn start_child(plan: &SpawnPlan, placed: Placed) -> Result<libc::pid_t, SpawnError> {
     let prepared = Prepared {
         plan,
         argv: null_terminated(&plan.argv),
         envp: null_terminated(&plan.envp),
-        fds,
-        first_free_fd,
+        fds: placed.fds,
+        status_fd: placed.status,
+        exec_fd: placed.exec,
+        unshare_below: placed.unshare_below,
         dev_null: b"/dev/null\0",
         // SAFETY: getpid has no preconditions.
         parent_pid: unsafe { libc::getpid() },
     };
-
-    let status_fd = status_w.as_raw_fd();
     let discard_output = plan.output == Output::Discard;
     let cgroup_dir = plan.cgroup_dir.as_ref().map(|d| d.as_raw_fd());
-    let pid = match clone_vfork(&prepared, status_fd, discard_output, cgroup_dir) {
+    let pid = match clone_vfork(&prepared, discard_output, cgroup_dir) {
         Ok(pid) => pid,
+        // A child that shares the descriptor table must share memory too
+        // (it unshares before anything else touches the table).
+        Err(e) if prepared.unshare_below.is_some() => {
+            return Err(SpawnError::Setup {
+                what: "start the process",
+                source: e,
+            });
+        }
         // Into the cgroup without sharing memory, else a plain fork.
         Err(_) => {
             let (pid, in_cgroup) = match cgroup_dir {
@@ -388,25 +420,85 @@ pub fn spawn(plan: &SpawnPlan) -> Result<Spawned, SpawnError> {
                 None => (fork()?, false),
             };
             if pid == 0 {
-                child_main(&prepared, status_fd, discard_output, in_cgroup);
+                child_main(&prepared, discard_output, in_cgroup);
             }
             pid
         }
     };
-    drop(moved);
-    drop(out_w);
-    drop(err_w);
-    drop(status_w);
-    for fd in [&out_r, &err_r].into_iter().flatten() {
-        pipe::set_nonblocking(fd).map_err(setup_err("make a pipe non-blocking"))?;
+    if prepared.unshare_below.is_some() && shared::unsupported() {
+        return Err(SpawnError::Setup {
+            what: "give the process its own descriptor table",
+            source: std::io::Error::from_raw_os_error(libc::ENOSYS),
+        });
     }
-    pipe::set_nonblocking(&status_r).map_err(setup_err("make a pipe non-blocking"))?;
-    Ok(Spawned {
-        pid: pid as u32,
-        stdout: out_r,
-        stderr: err_r,
-        exec_status: status_r,
-    })
+    Ok(pid)
+}
+
+/// The child gets a copy of the whole descriptor table: each source is
+/// duplicated above every target number first, so that a source that
+/// happens to sit on a target slot (fd 1 when the orchestrator was started
+/// with stdout closed) is not overwritten before it is used.
+struct MovedSources {
+    /// The copies, closed when the child has started.
+    _copies: Vec<OwnedFd>,
+    fds: Vec<(RawFd, RawFd)>,
+    status: RawFd,
+    exec: Option<RawFd>,
+}
+
+impl MovedSources {
+    fn new(
+        sources: &[(RawFd, RawFd)],
+        status: RawFd,
+        exec: Option<RawFd>,
+    ) -> Result<Self, SpawnError> {
+        let highest_target = sources.iter().map(|(_, t)| *t).max().unwrap_or(2).max(2);
+        let floor = highest_target + 1;
+        let mut moved = Vec::with_capacity(sources.len() + 2);
+        let mut dup_above = |src: RawFd| -> Result<RawFd, SpawnError> {
+            // SAFETY: F_DUPFD_CLOEXEC on a descriptor the caller owns; the
+            // new descriptor is owned by `moved`.
+            let dup = unsafe { libc::fcntl(src, libc::F_DUPFD_CLOEXEC, floor) };
+            if dup < 0 {
+                return Err(SpawnError::Setup {
+                    what: "duplicate a descriptor for the child",
+                    source: std::io::Error::last_os_error(),
+                });
+            }
+            // SAFETY: `dup` was just returned by fcntl and is owned by nobody else.
+            moved.push(unsafe { OwnedFd::from_raw_fd(dup) });
+            Ok(dup)
+        };
+        let mut fds = Vec::with_capacity(sources.len());
+        for &(src, target) in sources {
+            fds.push((dup_above(src)?, target));
+        }
+        // The status pipe and the program may sit on a target number too.
+        let status = if status <= highest_target {
+            dup_above(status)?
+        } else {
+            status
+        };
+        let exec = match exec {
+            Some(e) if e <= highest_target => Some(dup_above(e)?),
+            other => other,
+        };
+        Ok(MovedSources {
+            _copies: moved,
+            fds,
+            status,
+            exec,
+        })
+    }
+
+    fn placed(&self) -> Placed {
+        Placed {
+            fds: self.fds.clone(),
+            status: self.status,
+            exec: self.exec,
+            unshare_below: None,
+        }
+    }
 }
 
 fn fork() -> Result<libc::pid_t, SpawnError> {
@@ -476,7 +568,6 @@ fn clone_into_cgroup(dir: RawFd) -> std::io::Result<libc::pid_t> {
 /// What the child started by [`clone_vfork`] is handed, by pointer.
 struct ChildArgs<'a, 'p> {
     prepared: &'a Prepared<'p>,
-    status_fd: RawFd,
     discard_output: bool,
     in_cgroup: bool,
 }
@@ -486,7 +577,7 @@ extern "C" fn child_entry(arg: *mut libc::c_void) -> ! {
     // its stack while this child runs (the parent is suspended until the
     // child execs or exits).
     let a = unsafe { &*(arg as *const ChildArgs) };
-    child_main(a.prepared, a.status_fd, a.discard_output, a.in_cgroup)
+    child_main(a.prepared, a.discard_output, a.in_cgroup)
 }
 
 /// The child's stack for [`clone_vfork`]: one per spawning thread, reused
@@ -542,7 +633,6 @@ impl ChildStack {
 #[cfg(target_arch = "x86_64")]
 fn clone_vfork(
     prepared: &Prepared,
-    status_fd: RawFd,
     discard_output: bool,
     cgroup_dir: Option<RawFd>,
 ) -> std::io::Result<libc::pid_t> {
@@ -552,7 +642,6 @@ fn clone_vfork(
         .ok_or_else(unavailable)?;
     let args = ChildArgs {
         prepared,
-        status_fd,
         discard_output,
         in_cgroup: cgroup_dir.is_some(),
     };
@@ -560,6 +649,11 @@ fn clone_vfork(
         flags: (libc::CLONE_VM | libc::CLONE_VFORK) as u64
             | if cgroup_dir.is_some() {
                 CLONE_INTO_CGROUP
+            } else {
+                0
+            }
+            | if prepared.unshare_below.is_some() {
+                libc::CLONE_FILES as u64
             } else {
                 0
             },
@@ -624,11 +718,171 @@ fn clone_vfork(
 #[cfg(not(target_arch = "x86_64"))]
 fn clone_vfork(
     _prepared: &Prepared,
-    _status_fd: RawFd,
     _discard_output: bool,
     _cgroup_dir: Option<RawFd>,
 ) -> std::io::Result<libc::pid_t> {
     Err(std::io::Error::from_raw_os_error(libc::ENOSYS))
+}
+
+/// Children that share the orchestrator's descriptor table until they
+/// unshare it (`CLONE_FILES`, then `close_range(CLOSE_RANGE_UNSHARE)`).
+///
+/// Why: a child that gets a copy of the table takes a reference to every
+/// open file of the orchestrator, two pipes and a log file per service,
+/// and exec drops them all again. At 1000 services that was about 3000
+/// descriptors per spawn, 5 % of a whole start-up's samples. Unsharing
+/// with a limit copies only the descriptors below it, so the child's
+/// descriptors are first placed in a few slots reserved at low numbers.
+mod shared {
+    use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Mutex, MutexGuard, OnceLock};
+
+    use super::{Placed, SpawnError};
+
+    /// stdout, stderr, the status pipe, the program and a few extra
+    /// descriptors (readiness pipes).
+    const SLOT_COUNT: usize = 8;
+    /// Slots sit at this number or just above: above what services are
+    /// given (0-2, then socket-activation style 3, 4, ...), and low enough
+    /// that the child's private table stays small.
+    const SLOT_BASE: RawFd = 64;
+
+    static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+
+    /// Set by a child whose kernel refused to unshare (before 5.9, or a
+    /// seccomp filter). An atomic store: safe in the child, which shares
+    /// this memory with the waiting parent.
+    pub(super) fn mark_unsupported() {
+        UNSUPPORTED.store(true, Ordering::Relaxed);
+    }
+
+    pub(super) fn unsupported() -> bool {
+        UNSUPPORTED.load(Ordering::Relaxed)
+    }
+
+    struct Reserved {
+        /// `/dev/null`; every idle slot is a copy of it.
+        placeholder: OwnedFd,
+        slots: [RawFd; SLOT_COUNT],
+        lowest: RawFd,
+        limit: RawFd,
+    }
+
+    fn reserved() -> Option<&'static Mutex<Reserved>> {
+        static RESERVED: OnceLock<Option<Mutex<Reserved>>> = OnceLock::new();
+        RESERVED.get_or_init(reserve).as_ref()
+    }
+
+    fn reserve() -> Option<Mutex<Reserved>> {
+        let placeholder: OwnedFd = std::fs::File::open("/dev/null").ok()?.into();
+        let mut slots = [0; SLOT_COUNT];
+        for slot in &mut slots {
+            // SAFETY: F_DUPFD_CLOEXEC on a descriptor we own. The copy is
+            // owned by the reservation for the life of the process.
+            let fd =
+                unsafe { libc::fcntl(placeholder.as_raw_fd(), libc::F_DUPFD_CLOEXEC, SLOT_BASE) };
+            if fd < 0 {
+                return None;
+            }
+            *slot = fd;
+        }
+        let lowest = *slots.iter().min()?;
+        let limit = *slots.iter().max()? + 1;
+        Some(Mutex::new(Reserved {
+            placeholder,
+            slots,
+            lowest,
+            limit,
+        }))
+    }
+
+    pub(super) fn available() -> bool {
+        cfg!(target_arch = "x86_64") && !unsupported() && reserved().is_some()
+    }
+
+    /// Takes the slots at start-up, while the table is short, so they end
+    /// up at the low numbers.
+    pub fn reserve_early() {
+        let _ = reserved();
+    }
+
+    /// The slots, held for one spawn.
+    pub(super) struct Slots {
+        reserved: MutexGuard<'static, Reserved>,
+        used: usize,
+    }
+
+    impl Slots {
+        /// None when this spawn must copy the table instead: not
+        /// available here, too many descriptors, or a target number that
+        /// would land on a slot.
+        pub(super) fn acquire(needed: usize, sources: &[(RawFd, RawFd)]) -> Option<Slots> {
+            if !available() || needed > SLOT_COUNT {
+                return None;
+            }
+            let reserved = reserved()?.lock().unwrap_or_else(|e| e.into_inner());
+            if sources.iter().any(|&(_, target)| target >= reserved.lowest) {
+                return None;
+            }
+            Some(Slots { reserved, used: 0 })
+        }
+
+        fn put(&mut self, fd: RawFd) -> Result<RawFd, SpawnError> {
+            let slot = self.reserved.slots[self.used];
+            // SAFETY: dup3 onto a slot this reservation owns (it replaces
+            // and closes the placeholder copy there); `fd` is owned by the
+            // caller and open.
+            if unsafe { libc::dup3(fd, slot, libc::O_CLOEXEC) } < 0 {
+                return Err(SpawnError::Setup {
+                    what: "place a descriptor for the child",
+                    source: std::io::Error::last_os_error(),
+                });
+            }
+            self.used += 1;
+            Ok(slot)
+        }
+
+        /// Copies the child's descriptors into the slots.
+        pub(super) fn place(
+            &mut self,
+            sources: &[(RawFd, RawFd)],
+            status: RawFd,
+            exec: Option<RawFd>,
+        ) -> Result<Placed, SpawnError> {
+            let status = self.put(status)?;
+            let exec = exec.map(|e| self.put(e)).transpose()?;
+            let mut fds = Vec::with_capacity(sources.len());
+            for &(src, target) in sources {
+                fds.push((self.put(src)?, target));
+            }
+            Ok(Placed {
+                fds,
+                status,
+                exec,
+                unshare_below: Some(self.reserved.limit),
+            })
+        }
+    }
+
+    impl Drop for Slots {
+        fn drop(&mut self) {
+            let placeholder = self.reserved.placeholder.as_raw_fd();
+            for &slot in &self.reserved.slots[..self.used] {
+                // SAFETY: as in `put`; this closes the slot's copy of the
+                // child's descriptor (the child has exec'd or exited).
+                unsafe { libc::dup3(placeholder, slot, libc::O_CLOEXEC) };
+            }
+        }
+    }
+}
+
+pub use shared::reserve_early as reserve_descriptor_slots;
+
+/// Whether children get a private table copied from the reserved slots
+/// (false: they get a copy of the whole table).
+pub fn shares_descriptor_table() -> bool {
+    shared::available()
 }
 
 /// Reports a failed step to the parent and exits. Never returns.
@@ -649,8 +903,9 @@ fn fail(status_fd: RawFd, stage: Stage) -> ! {
 }
 
 /// The child between fork and exec. Only system calls on prepared memory.
-fn child_main(p: &Prepared, status_fd: RawFd, discard_output: bool, in_cgroup: bool) -> ! {
+fn child_main(p: &Prepared, discard_output: bool, in_cgroup: bool) -> ! {
     let plan = p.plan;
+    let status_fd = p.status_fd;
     // SAFETY (whole function): every call below is an async-signal-safe
     // system call wrapper; every pointer refers to memory owned by `plan`
     // or `p`, which the fork copied and nothing frees before exec.
@@ -684,6 +939,37 @@ fn child_main(p: &Prepared, status_fd: RawFd, discard_output: bool, in_cgroup: b
             }
         }
 
+        // Until here the child may share the orchestrator's descriptor
+        // table, and has only written to descriptors in it. Now it takes a
+        // private table holding only the descriptors below the limit: the
+        // standard ones and the reserved slots its own descriptors were
+        // placed in. The rest are not copied at all, so neither this nor
+        // exec pays for the orchestrator's thousands of pipes and files.
+        if let Some(limit) = p.unshare_below
+            && libc::syscall(
+                libc::SYS_close_range,
+                limit as libc::c_uint,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_UNSHARE,
+            ) < 0
+        {
+            // Quietly: the parent sees the mark and starts another child
+            // the copying way, on the same status pipe.
+            shared::mark_unsupported();
+            libc::_exit(127);
+        }
+
+        // Nothing the orchestrator inherited without close-on-exec reaches
+        // the service: everything above the standard descriptors is marked
+        // first, and the service's own descriptors are then put in place by
+        // dup2, which leaves them open across exec. Errors (old kernels)
+        // are ignored: our own descriptors are all close-on-exec already.
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
         let null = libc::open(p.dev_null.as_ptr().cast(), libc::O_RDWR | libc::O_CLOEXEC);
         if null < 0 || libc::dup2(null, 0) < 0 {
             fail(status_fd, Stage::Stdio);
@@ -696,15 +982,6 @@ fn child_main(p: &Prepared, status_fd: RawFd, discard_output: bool, in_cgroup: b
                 fail(status_fd, Stage::Stdio);
             }
         }
-        // Nothing the orchestrator inherited without close-on-exec reaches
-        // the service. Errors (old kernels) are ignored: our own
-        // descriptors are all close-on-exec already.
-        libc::syscall(
-            libc::SYS_close_range,
-            p.first_free_fd as libc::c_uint,
-            libc::c_uint::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        );
 
         if let Some(cwd) = &plan.cwd
             && libc::chdir(cwd.as_ptr()) < 0
@@ -754,14 +1031,14 @@ fn child_main(p: &Prepared, status_fd: RawFd, discard_output: bool, in_cgroup: b
             fail(status_fd, Stage::Signals);
         }
 
-        match &plan.exec_fd {
+        match p.exec_fd {
             Some(fd) => {
-                if plan.exec_fd_is_script && libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, 0) < 0 {
+                if plan.exec_fd_is_script && libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
                     fail(status_fd, Stage::Exec);
                 }
                 libc::syscall(
                     libc::SYS_execveat,
-                    fd.as_raw_fd(),
+                    fd,
                     c"".as_ptr(),
                     p.argv.as_ptr(),
                     p.envp.as_ptr(),
@@ -865,6 +1142,74 @@ mod tests {
             Some("0000000000000000")
         );
         assert_eq!(reaper.wait_blocking(exit), crate::ExitStatus::Code(0));
+    }
+
+    /// The descriptors in a `ls -l /proc/self/fd` listing, without the
+    /// one `ls` reads the folder with.
+    fn listed_fds(listing: &str) -> Vec<i32> {
+        let mut fds: Vec<i32> = listing
+            .lines()
+            .filter_map(|l| l.split_once(" -> "))
+            .filter(|(_, target)| !target.starts_with("/proc/"))
+            .map(|(left, _)| left.rsplit(' ').next().unwrap().parse().unwrap())
+            .collect();
+        fds.sort();
+        fds
+    }
+
+    #[test]
+    fn child_sees_none_of_the_parents_descriptors() {
+        // Plenty of them, some without close-on-exec, as a library might
+        // leave them.
+        let mut held = Vec::new();
+        for i in 0..300 {
+            let (r, w) = if i % 2 == 0 {
+                pipe::pipe().unwrap()
+            } else {
+                let mut fds = [0; 2];
+                // SAFETY: pipe writes two new descriptors into `fds`,
+                // which are owned right below.
+                assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+                // SAFETY: just created, owned by nobody else.
+                unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+            };
+            held.push(r);
+            held.push(w);
+        }
+        let reaper = Reaper::global();
+        let plan = sh("exec ls -l /proc/self/fd");
+        let (spawned, exit) = reaper.spawn_and_watch(&plan).unwrap();
+        read_exec_status("sh", &spawned.exec_status).unwrap();
+        let listing = read_all(spawned.stdout.unwrap());
+        assert_eq!(reaper.wait_blocking(exit), crate::ExitStatus::Code(0));
+        assert_eq!(listed_fds(&listing), [0, 1, 2], "{listing}");
+        if cfg!(target_arch = "x86_64") {
+            assert!(shares_descriptor_table(), "the table was copied");
+        }
+        drop(held);
+    }
+
+    #[test]
+    fn extra_fds_on_or_above_the_reserved_slots_still_arrive() {
+        let reaper = Reaper::global();
+        let (r, w) = pipe::pipe().unwrap();
+        // dash takes only single-digit descriptors in redirections.
+        let mut plan = SpawnPlan::new(
+            cs("/bin/bash"),
+            vec![
+                cs("bash"),
+                cs("-c"),
+                cs("echo far >&70; exec ls -l /proc/self/fd"),
+            ],
+        );
+        plan.extra_fds.push((w, 70));
+        let (spawned, exit) = reaper.spawn_and_watch(&plan).unwrap();
+        drop(plan);
+        let listing = read_all(spawned.stdout.unwrap());
+        let errors = read_all(spawned.stderr.unwrap());
+        assert_eq!(read_all(r), "far\n", "{errors}");
+        assert_eq!(listed_fds(&listing), [0, 1, 2, 70], "{listing}");
+        reaper.wait_blocking(exit);
     }
 
     #[test]

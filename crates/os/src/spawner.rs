@@ -160,6 +160,7 @@ pub struct Spawner {
 impl Spawner {
     /// Starts the spawning thread for `reaper`.
     pub fn start(reaper: &'static Reaper) -> std::io::Result<Spawner> {
+        crate::spawn::reserve_descriptor_slots();
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("bh-spawner".into())
