@@ -111,7 +111,7 @@ impl Sampler {
             };
             let (members, cpu_total_usec) = match &cgroup {
                 Some(dir) => {
-                    let members: Vec<u32> = std::fs::read_to_string(dir.join("cgroup.procs"))
+                    let members: Vec<u32> = blackhole_os::kernfs::read(&dir.join("cgroup.procs"))
                         .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
                         .unwrap_or_default();
                     let usec = blackhole_os::track::read_key(&dir.join("cpu.stat"), "usage_usec");

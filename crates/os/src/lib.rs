@@ -13,6 +13,7 @@
 pub mod asyncfd;
 pub mod filewatch;
 pub mod host;
+pub mod kernfs;
 pub mod notify;
 pub mod pipe;
 pub mod procfs;

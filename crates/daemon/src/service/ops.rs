@@ -436,9 +436,27 @@ impl Processes for OsProcesses {
 }
 
 async fn read_exec_status(fd: OwnedFd) -> Result<Vec<u8>, String> {
+    let mut got = Vec::with_capacity(8);
+    // A child that shared our memory has exec'd or exited by the time the
+    // spawn returns, so the answer is usually there already: read it
+    // without registering the pipe with the runtime.
+    loop {
+        let mut buf = [0u8; 8];
+        match nix::unistd::read(&fd, &mut buf) {
+            Ok(0) => return Ok(got),
+            Ok(n) => {
+                got.extend_from_slice(&buf[..n]);
+                if got.len() >= 8 {
+                    return Ok(got);
+                }
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(nix::errno::Errno::EAGAIN) => break,
+            Err(e) => return Err(format!("cannot read the exec status: {e}")),
+        }
+    }
     let fd = blackhole_os::asyncfd::register(fd)
         .map_err(|e| format!("cannot watch the exec-status pipe: {e}"))?;
-    let mut got = Vec::with_capacity(8);
     loop {
         let mut guard = fd.readable().await.map_err(|e| e.to_string())?;
         let mut buf = [0u8; 8];

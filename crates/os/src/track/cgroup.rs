@@ -63,7 +63,7 @@ impl ServiceCgroup {
 
     /// Whether any live process is in the cgroup.
     pub fn populated(&self) -> bool {
-        match fs::read_to_string(self.path.join("cgroup.events")) {
+        match crate::kernfs::read(&self.path.join("cgroup.events")) {
             Ok(text) => text.lines().any(|l| l.trim() == "populated 1"),
             // No cgroup.events: fall back to the member list.
             Err(_) => !self.pids().is_empty(),
@@ -101,7 +101,7 @@ impl ServiceCgroup {
         if freezer.exists() {
             fs::write(&freezer, "FROZEN")?;
             let deadline = Instant::now() + Duration::from_secs(2);
-            while fs::read_to_string(&freezer).is_ok_and(|s| s.trim() == "FREEZING")
+            while crate::kernfs::read(&freezer).is_ok_and(|s| s.trim() == "FREEZING")
                 && Instant::now() < deadline
             {
                 std::thread::yield_now();
@@ -133,7 +133,7 @@ impl ServiceCgroup {
 }
 
 pub(crate) fn read_pids(path: &Path) -> Vec<i32> {
-    fs::read_to_string(path)
+    crate::kernfs::read(path)
         .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
         .unwrap_or_default()
 }

@@ -216,12 +216,10 @@ impl Group {
     }
 
     /// A file that is modified when the group may have become empty, for
-    /// event-driven waiting; `None` means the caller has to poll.
+    /// event-driven waiting; `None`, or a file that cannot be watched (v1
+    /// has no `cgroup.events`), means the caller has to poll.
     pub fn watch_file(&self) -> Option<PathBuf> {
-        self.cgroup
-            .as_ref()
-            .map(ServiceCgroup::events_file)
-            .filter(|p| p.exists())
+        self.cgroup.as_ref().map(ServiceCgroup::events_file)
     }
 
     /// OOM kills the kernel counted for this service so far.
@@ -282,7 +280,7 @@ fn unlimited(c: Controller) -> Vec<(&'static str, String)> {
 
 /// Reads `key N` from a flat keyed file (`memory.events`, `memory.oom_control`).
 pub fn read_key(path: &Path, key: &str) -> u64 {
-    std::fs::read_to_string(path)
+    crate::kernfs::read(path)
         .ok()
         .and_then(|t| {
             t.lines().find_map(|l| {
