@@ -158,6 +158,8 @@ def run_once(ctx, only, sizes):
         ctx.log("-- W5 shutdown  (load average " + " ".join(loadavg()) + ")")
         for cls in subj:
             w5_w6_control.shutdown(ctx, cls, sizes[0])
+        for cls in subj:
+            w5_w6_control.kill_at_timeout(ctx, cls)
 
 
 def background_line(ctx):

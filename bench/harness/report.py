@@ -105,6 +105,11 @@ def targets(ctx):
     for key, m in ctx.metrics.items():
         if key.startswith("W5.stop.") or key.startswith("W5.shutdown."):
             vs_base(key, 2, m.label)
+    if "W5.killmax" in ctx.metrics:
+        v = med("W5.killmax", "blackhole")
+        fig = "not measured" if v is None else f"worst {v:+.1f} ms, median {med('W5.kill50', 'blackhole'):+.1f} ms"
+        out.append(("W5 a service ignoring SIGTERM is SIGKILLed at its stop timeout ±20 ms", fig,
+                    None if v is None else abs(v) <= 20))
     return out
 
 

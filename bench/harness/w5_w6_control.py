@@ -14,7 +14,8 @@ import time
 
 from . import procs
 from .bh_events import follow_events, state_times
-from .common import pause_services, percentile, session, supervisor_pids, wait_control_ready
+from .common import pause_services, percentile, session, supervisor_pids, wait_control_ready, wait_until
+from .subjects import Svc
 from .unixhttp import UnixHTTP
 
 
@@ -142,3 +143,47 @@ def shutdown(ctx, cls, n=100):
         if events is not None:
             explain_stop(ctx, "W5", f"shutdown with {n} (supervisor exited at {(t_sup - t0) / 1e6:.0f} ms)",
                          events, t0, t_svc)
+
+
+def kill_at_timeout(ctx, cls, timeout_s=1):
+    """A service that ignores SIGTERM is SIGKILLed when its stop timeout runs
+    out: how long after the timeout it was gone, from the stop request to its
+    exit (kernel event). The request's own travel (a CLI process, a socket
+    round trip) is inside the figure, so it bounds the error from above.
+    blackhole only: the target is its own, and the peers' stop commands
+    differ in what they wait for."""
+    if cls.name != "blackhole":
+        return
+    trials = 5 if ctx.opts.quick else 20
+    k50 = ctx.metric("W5.kill50", "W5", f"W5 SIGTERM ignored, stop_timeout {timeout_s} s: gone after the timeout, "
+                     "median", "ms", "{:.1f}", ratios=False)
+    kmax = ctx.metric("W5.killmax", "W5", f"W5 SIGTERM ignored, stop_timeout {timeout_s} s: gone after the timeout, "
+                      "worst (farthest from the timeout, either way)", "ms", "{:.1f}", ratios=False)
+    svc = Svc("ign", ["--service", "ign", "ignore-term"], restart=False)
+    with session(ctx, cls, "killat", [svc]) as s:
+        conf = s.conf()
+        conf.write_text(conf.read_text().replace("[services.ign]\n", f'[services.ign]\nstop_timeout = "{timeout_s}s"\n'))
+        s.launch()
+        late = []
+        for trial in range(trials):
+            # SIGTERM must find the handler in place: wait for its line.
+            ready = wait_until(lambda: sum(f.read_text().count("ignoring SIGTERM") for f in s.log_files("ign"))
+                               > trial, timeout=30)
+            if not ready or ctx.events.wait_count(1, timeout=30) is None:
+                ctx.note("W5", s.name, f"kill at timeout: the service did not come up for trial {trial + 1}")
+                return
+            t0 = procs.now_ns()
+            s.cmd(s.stop_cmd("ign"))
+            t_gone = ctx.events.wait_none_live(timeout=timeout_s + 30)
+            if t_gone is None:
+                ctx.fail(k50, s.name, "the service outlived its stop timeout by 30 s")
+                return
+            late.append((t_gone - t0) / 1e6 - timeout_s * 1000)
+            s.cmd(s.bh("start", "ign"))
+        ctx.record(k50, s.name, percentile(late, 50))
+        ctx.record(kmax, s.name, max(late, key=abs))
+        early = [x for x in late if x < 0]
+        if early:
+            ctx.note("W5", s.name, f"kill at timeout: {len(early)} of {trials} were gone before the timeout")
+        ctx.log(f"    {s.name}: SIGTERM ignored, gone {percentile(late, 50):.1f} ms after the {timeout_s} s timeout "
+                f"(median of {trials}; earliest {min(late):.1f}, latest {max(late):.1f})")

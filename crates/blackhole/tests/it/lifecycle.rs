@@ -135,6 +135,26 @@ stop_timeout = "400ms"
     );
     assert_eq!(body["last_exit"]["signal"], "SIGKILL");
     assert!(!alive(pid));
+
+    // It can run again: a cgroup emptied with `cgroup.kill` kills every
+    // child later cloned into it on some kernels, so the service must get
+    // a fresh one. Its own line proves the new process got as far as main.
+    let (code, body) = s.post("/v1/services/stubborn/start");
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let again = body["pid"].as_u64().unwrap() as u32;
+    wait_for(
+        "the restarted service to announce itself",
+        Duration::from_secs(5),
+        || {
+            s.log_lines("stubborn")
+                .iter()
+                .any(|l| l.contains(&format!("started pid={again} ignoring SIGTERM")))
+                .then_some(())
+        },
+    );
+    let now = s.status("stubborn");
+    assert_eq!((now.state, now.pid), (State::Running, Some(again)));
+    assert!(alive(again));
 }
 
 #[test]

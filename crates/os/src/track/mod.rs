@@ -54,6 +54,7 @@ impl Tracking {
             cgroup: None,
             limit_dirs: BTreeMap::new(),
             tree: TreeGroup::new(),
+            killed: false,
         }
     }
 
@@ -96,6 +97,8 @@ pub struct Group {
     limit_dirs: BTreeMap<Controller, ServiceCgroup>,
     /// Used when there is no cgroup.
     tree: TreeGroup,
+    /// The tracking cgroup was emptied with a kill since it was made.
+    killed: bool,
 }
 
 fn write(dir: &Path, file: &str, value: &str) -> io::Result<()> {
@@ -109,9 +112,31 @@ impl Group {
     pub fn prepare(&mut self, plan: &mut SpawnPlan, limits: &Limits) -> io::Result<()> {
         match &self.tracking {
             Some(Place::V2(base)) => {
+                // Once `cgroup.kill` has been written, Linux (6.18 on
+                // this machine) SIGKILLs every child later created in
+                // that cgroup by CLONE_INTO_CGROUP, at birth; a process
+                // that moves itself in by writing `cgroup.procs` is
+                // spared. So a killed cgroup is replaced by a fresh one
+                // (it is empty: a service starts only once its group is).
+                let mut fresh = true;
+                if self.killed
+                    && let Some(old) = self.cgroup.take()
+                {
+                    fresh = old.remove().is_ok();
+                    if !fresh {
+                        tracing::debug!("cgroup {} not replaced", old.path().display());
+                    }
+                }
+                self.killed &= !fresh;
                 let cg = ServiceCgroup::create(base.join(&self.service))?;
-                plan.cgroup_dir = Some(cg.dir_for_clone()?);
-                plan.cgroup_dir_procs = Some(cg.procs_for_child()?);
+                if fresh {
+                    plan.cgroup_dir = Some(cg.dir_for_clone()?);
+                    plan.cgroup_dir_procs = Some(cg.procs_for_child()?);
+                } else {
+                    // Still the killed one: the child moves itself in
+                    // instead, which that kill count does not concern.
+                    plan.cgroup_procs.push(cg.procs_for_child()?);
+                }
                 self.cgroup = Some(cg);
             }
             Some(Place::V1(base)) => {
@@ -197,6 +222,7 @@ impl Group {
     pub fn kill_all(&mut self) {
         match &self.cgroup {
             Some(cg) => {
+                self.killed = true;
                 if let Err(e) = cg.kill_all() {
                     tracing::warn!("cannot kill cgroup {}: {e}", cg.path().display());
                     cg.signal_all(libc::SIGKILL);
