@@ -73,20 +73,15 @@ pub fn up(opts: UpOptions) -> i32 {
     if let Some(format) = opts.log_format {
         config.orchestrator.log_format = format;
     }
-    // One worker by default: supervision is waiting, and the one busy path
-    // (service output) costs less on one thread than spread over several,
-    // where every line read also wakes a sibling worker (measured: 26 %
-    // less CPU for ten services printing 2000 lines/s each). Disk writes
-    // and spawns have threads of their own. More workers for an unusual
-    // load: BLACKHOLE_WORKER_THREADS.
-    let workers = std::env::var("BLACKHOLE_WORKER_THREADS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .map_or(1, |n| n.clamp(1, 64));
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .thread_name("bh-worker")
-        .thread_stack_size(512 * 1024)
+    // One thread runs every task: supervision is mostly waiting, and the
+    // one busy path (service output) costs less on one thread than spread
+    // over several, where every line read also wakes a sibling worker
+    // (measured: 26 % less CPU for ten services printing 2000 lines/s
+    // each). Disk writes and spawns have threads of their own. The
+    // current-thread scheduler, not a multi-thread one with one worker:
+    // no work-stealing bookkeeping, no extra thread, and no libm (its
+    // statistics use `pow`), which was half a MiB of resident memory.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -101,10 +96,8 @@ pub fn up(opts: UpOptions) -> i32 {
         explicit: opts.explicit,
         options,
     };
-    // The orchestrator runs as a task on the worker, not on this thread
-    // (`block_on` would poll it here): the supervisor and the actors it
-    // talks to then share a thread, and a message between them is a queue
-    // push, not a futex wake-up of another thread.
+    // The orchestrator is a task of its own, so that a panic in it is
+    // reported as a failure rather than unwinding through `block_on`.
     let code = runtime.block_on(async move {
         let outcome = tokio::spawn(run(config, source)).await;
         match outcome {
