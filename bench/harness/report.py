@@ -96,12 +96,33 @@ def targets(ctx):
         vs_base("W3.p50", 2, "W3 restart p50")
         below("W3.p50", 4, "ms", "W3 restart p50")
         below("W3.p99", 10, "ms", "W3 restart p99")
-    for key, m in ctx.metrics.items():
+    # W4: one writer within 1.2x the baseline, the writer itself slowed no
+    # more than that; many writers "scale with no loss": at least the lines
+    # per second of one writer, and none lost.
+    w4 = {}
+    for key in ctx.metrics:
         if key.startswith("W4.total."):
+            writers, klines = key.split(".")[2].rstrip("k").split("x")
+            w4[key] = (int(writers), int(klines) * 1000)
+    single = [k for k, (w, _) in w4.items() if w == 1]
+    for key, (writers, lines) in w4.items():
+        m = ctx.metrics[key]
+        label = m.label.split(":")[0]
+        if writers == 1:
             vs_base(key, 1.2, m.label.replace(": until all lines are in the log", ", all lines in the log,"))
-            lost = med(key.replace("total", "lost"), "blackhole")
-            out.append((f"{m.label.split(':')[0]}: zero lines lost", "not measured" if lost is None else f"{lost:.0f} lost",
-                        None if lost is None else lost == 0))
+            vs_base(key.replace("total", "writer"), 1.2, f"{label}, the writer's own runtime,")
+        elif single:
+            n_ms, one_ms = med(key, "blackhole"), med(single[0], "blackhole")
+            if n_ms and one_ms:
+                rate_n = writers * lines / n_ms / 1000
+                rate_1 = w4[single[0]][1] / one_ms / 1000
+                out.append((f"{label}: scales (at least one writer's lines per second)",
+                            f"{rate_n:.1f} vs {rate_1:.1f} million lines/s", rate_n >= rate_1))
+            else:
+                out.append((f"{label}: scales (at least one writer's lines per second)", "not measured", None))
+        lost = med(key.replace("total", "lost"), "blackhole")
+        out.append((f"{label}: zero lines lost", "not measured" if lost is None else f"{lost:.0f} lost",
+                    None if lost is None else lost == 0))
     for key, m in ctx.metrics.items():
         if key.startswith("W5.stop.") or key.startswith("W5.shutdown."):
             vs_base(key, 2, m.label)

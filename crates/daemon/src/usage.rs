@@ -78,7 +78,7 @@ impl Sampler {
             self.wake.notified().await;
             loop {
                 // A few file reads per service: at a thousand services, tens
-                // of milliseconds the runtime's one worker must not spend.
+                // of milliseconds the runtime's one thread must not spend.
                 let me = self.clone();
                 if tokio::task::spawn_blocking(move || me.sample_all())
                     .await
