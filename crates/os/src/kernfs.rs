@@ -30,6 +30,26 @@ pub fn read(path: &Path) -> io::Result<String> {
     String::from_utf8(out).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
+/// The whole file again, from the start, through a descriptor kept open
+/// (`pread` at offset 0 makes the kernel generate the text afresh).
+pub fn reread(file: &File) -> io::Result<String> {
+    use std::os::unix::fs::FileExt;
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = match file.read_at(&mut chunk, out.len() as u64) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        out.extend_from_slice(&chunk[..n]);
+        if n < chunk.len() {
+            break;
+        }
+    }
+    String::from_utf8(out).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -45,5 +65,20 @@ mod tests {
         std::fs::write(dir.path().join("exact"), "x".repeat(4096)).unwrap();
         assert_eq!(read(&dir.path().join("exact")).unwrap().len(), 4096);
         assert!(read(&dir.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn reread_sees_the_current_text_each_time() {
+        let file = File::open("/proc/self/stat").unwrap();
+        let utime = |text: String| -> u64 {
+            let after = &text[text.rfind(')').unwrap() + 2..];
+            after.split(' ').nth(11).unwrap().parse().unwrap()
+        };
+        let before = utime(reread(&file).unwrap());
+        let start = std::time::Instant::now();
+        // Burn CPU until the kernel's count of it moves.
+        while utime(reread(&file).unwrap()) == before {
+            assert!(start.elapsed().as_secs() < 10, "utime never moved");
+        }
     }
 }

@@ -4,29 +4,48 @@
 //! whose v2 hierarchy is mounted at `/sys/fs/cgroup/unified` without
 //! controllers: membership, `cgroup.kill` and `cgroup.events` need none.
 
-use std::fs;
+use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// A service's cgroup directory.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct ServiceCgroup {
     path: PathBuf,
+    /// `cgroup.procs` and `cgroup.events`, opened on first use and read
+    /// again from offset 0 each time: a stop reads both, and looking the
+    /// path up through cgroupfs each time was most of the cost of reading
+    /// them. A cgroup folder can only be removed once empty, so a kept
+    /// descriptor never hides a live process.
+    procs: OnceLock<Option<File>>,
+    events: OnceLock<Option<File>>,
 }
 
 impl ServiceCgroup {
     /// Creates (or reuses) the directory.
     pub fn create(path: PathBuf) -> io::Result<Self> {
         fs::create_dir_all(&path)?;
-        Ok(ServiceCgroup { path })
+        Ok(ServiceCgroup::open(path))
     }
 
     /// An existing cgroup (leftover handling).
     pub fn open(path: PathBuf) -> Self {
-        ServiceCgroup { path }
+        ServiceCgroup {
+            path,
+            procs: OnceLock::new(),
+            events: OnceLock::new(),
+        }
+    }
+
+    fn reread(&self, file: &OnceLock<Option<File>>, name: &str) -> io::Result<String> {
+        match file.get_or_init(|| File::open(self.path.join(name)).ok()) {
+            Some(f) => crate::kernfs::reread(f),
+            None => crate::kernfs::read(&self.path.join(name)),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -58,12 +77,14 @@ impl ServiceCgroup {
     }
 
     pub fn pids(&self) -> Vec<i32> {
-        read_pids(&self.path.join("cgroup.procs"))
+        self.reread(&self.procs, "cgroup.procs")
+            .map(|t| parse_pids(&t))
+            .unwrap_or_default()
     }
 
     /// Whether any live process is in the cgroup.
     pub fn populated(&self) -> bool {
-        match crate::kernfs::read(&self.path.join("cgroup.events")) {
+        match self.reread(&self.events, "cgroup.events") {
             Ok(text) => text.lines().any(|l| l.trim() == "populated 1"),
             // No cgroup.events: fall back to the member list.
             Err(_) => !self.pids().is_empty(),
@@ -132,10 +153,8 @@ impl ServiceCgroup {
     }
 }
 
-pub(crate) fn read_pids(path: &Path) -> Vec<i32> {
-    crate::kernfs::read(path)
-        .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
-        .unwrap_or_default()
+fn parse_pids(text: &str) -> Vec<i32> {
+    text.lines().filter_map(|l| l.trim().parse().ok()).collect()
 }
 
 /// mountinfo escapes spaces and a few others as octal `\040`.
