@@ -111,9 +111,12 @@ impl Sampler {
             };
             let (members, cpu_total_usec) = match &cgroup {
                 Some(dir) => {
-                    let members: Vec<u32> = blackhole_os::kernfs::read(&dir.join("cgroup.procs"))
-                        .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
-                        .unwrap_or_default();
+                    let members: Vec<u32> = blackhole_os::kernfs::read(
+                        &dir.join("cgroup.procs"),
+                        blackhole_os::kernfs::Kind::List,
+                    )
+                    .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
+                    .unwrap_or_default();
                     let usec = blackhole_os::track::read_key(&dir.join("cpu.stat"), "usage_usec");
                     (members, Some(usec))
                 }

@@ -47,7 +47,13 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
 }
 
 pub fn stat(pid: u32) -> Option<Stat> {
-    parse_stat(&crate::kernfs::read(std::path::Path::new(&format!("/proc/{pid}/stat"))).ok()?)
+    parse_stat(
+        &crate::kernfs::read(
+            std::path::Path::new(&format!("/proc/{pid}/stat")),
+            crate::kernfs::Kind::Record,
+        )
+        .ok()?,
+    )
 }
 
 /// Every pid in `/proc` (processes, not threads).
@@ -80,7 +86,11 @@ pub fn is_alive(pid: u32) -> bool {
 
 /// Resident memory of a process in bytes (from `/proc/PID/statm`).
 pub fn rss_bytes(pid: u32) -> Option<u64> {
-    let text = crate::kernfs::read(std::path::Path::new(&format!("/proc/{pid}/statm"))).ok()?;
+    let text = crate::kernfs::read(
+        std::path::Path::new(&format!("/proc/{pid}/statm")),
+        crate::kernfs::Kind::Record,
+    )
+    .ok()?;
     let pages: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * page_size())
 }

@@ -12,17 +12,26 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::kernfs::{self, Kind};
+
 /// A service's cgroup directory.
 #[derive(Debug)]
 pub struct ServiceCgroup {
     path: PathBuf,
-    /// `cgroup.procs` and `cgroup.events`, opened on first use and read
+    /// `cgroup.events` and `cgroup.procs`, opened on first use and read
     /// again from offset 0 each time: a stop reads both, and looking the
     /// path up through cgroupfs each time was most of the cost of reading
     /// them. A cgroup folder can only be removed once empty, so a kept
-    /// descriptor never hides a live process.
-    procs: OnceLock<Option<File>>,
-    events: OnceLock<Option<File>>,
+    /// descriptor never hides a live process. v2 only (where
+    /// `cgroup.events` exists): v1 hands an open `cgroup.procs` the pid
+    /// list it made for it earlier, for as long as it is read again within
+    /// a second.
+    events: OnceLock<File>,
+    procs: OnceLock<File>,
+    /// `cgroup.kill`, opened when the stop begins, so that the SIGKILL at
+    /// the stop timeout is one write: the first look-up of a file in a new
+    /// cgroup folder took a millisecond here.
+    kill: OnceLock<File>,
 }
 
 impl ServiceCgroup {
@@ -36,16 +45,23 @@ impl ServiceCgroup {
     pub fn open(path: PathBuf) -> Self {
         ServiceCgroup {
             path,
-            procs: OnceLock::new(),
             events: OnceLock::new(),
+            procs: OnceLock::new(),
+            kill: OnceLock::new(),
         }
     }
 
-    fn reread(&self, file: &OnceLock<Option<File>>, name: &str) -> io::Result<String> {
-        match file.get_or_init(|| File::open(self.path.join(name)).ok()) {
-            Some(f) => crate::kernfs::reread(f),
-            None => crate::kernfs::read(&self.path.join(name)),
-        }
+    /// Reads `name` through the descriptor kept in `slot`, opening it
+    /// first; a failed open is not remembered.
+    fn reread(&self, slot: &OnceLock<File>, name: &str, kind: Kind) -> io::Result<String> {
+        let file = match slot.get() {
+            Some(f) => f,
+            None => {
+                let f = File::open(self.path.join(name))?;
+                slot.get_or_init(|| f)
+            }
+        };
+        kernfs::reread(file, kind)
     }
 
     pub fn path(&self) -> &Path {
@@ -77,17 +93,33 @@ impl ServiceCgroup {
     }
 
     pub fn pids(&self) -> Vec<i32> {
-        self.reread(&self.procs, "cgroup.procs")
-            .map(|t| parse_pids(&t))
-            .unwrap_or_default()
+        self.read_pids().unwrap_or_default()
     }
 
-    /// Whether any live process is in the cgroup.
+    fn read_pids(&self) -> io::Result<Vec<i32>> {
+        let text = if self.events.get().is_some() {
+            self.reread(&self.procs, "cgroup.procs", Kind::List)?
+        } else {
+            kernfs::read(&self.path.join("cgroup.procs"), Kind::List)?
+        };
+        Ok(parse_pids(&text))
+    }
+
+    /// Whether any live process is in the cgroup. When that cannot be
+    /// read, yes: a service is never declared stopped on a guess. A cgroup
+    /// that no longer exists is empty (it could only be removed so).
     pub fn populated(&self) -> bool {
-        match self.reread(&self.events, "cgroup.events") {
+        let gone = |e: &io::Error| {
+            e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENODEV)
+        };
+        match self.reread(&self.events, "cgroup.events", Kind::Record) {
             Ok(text) => text.lines().any(|l| l.trim() == "populated 1"),
-            // No cgroup.events: fall back to the member list.
-            Err(_) => !self.pids().is_empty(),
+            // No cgroup.events (v1), or no cgroup: the member list.
+            Err(e) if gone(&e) => match self.read_pids() {
+                Ok(pids) => !pids.is_empty(),
+                Err(e) => !gone(&e),
+            },
+            Err(_) => true,
         }
     }
 
@@ -98,6 +130,14 @@ impl ServiceCgroup {
 
     /// Sends `sig` to every member; returns how many were signalled.
     pub fn signal_all(&self, sig: i32) -> usize {
+        // A stop has begun: have `cgroup.kill` ready for its end.
+        if self.kill.get().is_none()
+            && let Ok(f) = fs::OpenOptions::new()
+                .write(true)
+                .open(self.path.join("cgroup.kill"))
+        {
+            let _ = self.kill.set(f);
+        }
         let mut sent = 0;
         for pid in self.pids() {
             // SAFETY: kill has no memory preconditions.
@@ -113,16 +153,22 @@ impl ServiceCgroup {
     /// cgroup, freeze, kill, thaw (nothing can fork while frozen); else a
     /// kill loop until the member list is empty.
     pub fn kill_all(&self) -> io::Result<()> {
-        let kill_file = self.path.join("cgroup.kill");
-        if kill_file.exists() {
-            let mut f = fs::OpenOptions::new().write(true).open(&kill_file)?;
+        if let Some(mut f) = self.kill.get() {
             return f.write_all(b"1");
+        }
+        match fs::OpenOptions::new()
+            .write(true)
+            .open(self.path.join("cgroup.kill"))
+        {
+            Ok(mut f) => return f.write_all(b"1"),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            Err(_) => {}
         }
         let freezer = self.path.join("freezer.state");
         if freezer.exists() {
             fs::write(&freezer, "FROZEN")?;
             let deadline = Instant::now() + Duration::from_secs(2);
-            while crate::kernfs::read(&freezer).is_ok_and(|s| s.trim() == "FREEZING")
+            while kernfs::read(&freezer, Kind::Record).is_ok_and(|s| s.trim() == "FREEZING")
                 && Instant::now() < deadline
             {
                 std::thread::yield_now();

@@ -116,25 +116,28 @@ impl Group {
                 // this machine) SIGKILLs every child later created in
                 // that cgroup by CLONE_INTO_CGROUP, at birth; a process
                 // that moves itself in by writing `cgroup.procs` is
-                // spared. So a killed cgroup is replaced by a fresh one
-                // (it is empty: a service starts only once its group is).
+                // spared. So a cgroup this group killed, or one it did not
+                // make (left by an earlier run, whose leftovers were
+                // killed at start-up), is replaced by a fresh one. Removal
+                // fails while processes remain, so nothing is lost; then
+                // the child moves itself in instead.
+                let path = base.join(&self.service);
                 let mut fresh = true;
-                if self.killed
-                    && let Some(old) = self.cgroup.take()
-                {
-                    fresh = old.remove().is_ok();
-                    if !fresh {
-                        tracing::debug!("cgroup {} not replaced", old.path().display());
+                if self.killed || self.cgroup.is_none() {
+                    drop(self.cgroup.take());
+                    if let Err(e) = std::fs::remove_dir(&path)
+                        && e.kind() != io::ErrorKind::NotFound
+                    {
+                        tracing::debug!("cgroup {} not replaced: {e}", path.display());
+                        fresh = false;
                     }
                 }
-                self.killed &= !fresh;
-                let cg = ServiceCgroup::create(base.join(&self.service))?;
+                self.killed = !fresh;
+                let cg = ServiceCgroup::create(path)?;
                 if fresh {
                     plan.cgroup_dir = Some(cg.dir_for_clone()?);
                     plan.cgroup_dir_procs = Some(cg.procs_for_child()?);
                 } else {
-                    // Still the killed one: the child moves itself in
-                    // instead, which that kill count does not concern.
                     plan.cgroup_procs.push(cg.procs_for_child()?);
                 }
                 self.cgroup = Some(cg);
@@ -306,7 +309,7 @@ fn unlimited(c: Controller) -> Vec<(&'static str, String)> {
 
 /// Reads `key N` from a flat keyed file (`memory.events`, `memory.oom_control`).
 pub fn read_key(path: &Path, key: &str) -> u64 {
-    crate::kernfs::read(path)
+    crate::kernfs::read(path, crate::kernfs::Kind::List)
         .ok()
         .and_then(|t| {
             t.lines().find_map(|l| {
@@ -360,7 +363,11 @@ mod tests {
         assert_eq!(read("memory.max"), "67108864");
         assert_eq!(read("cpu.max"), "150000 100000");
         assert_eq!(read("pids.max"), "100");
-        assert!(plan.cgroup_dir.is_some() && plan.cgroup_procs.is_empty());
+        // The folder was there before this group (a real one would be a
+        // leftover); unlike a real cgroup, this one cannot be removed (it
+        // holds files), so the child is told to move itself in rather
+        // than be cloned into a cgroup that may have been killed.
+        assert!(plan.cgroup_dir.is_none() && plan.cgroup_procs.len() == 1);
         // A reload took the limits away: the next start lifts them.
         let mut plan = SpawnPlan::new(c"/bin/true".into(), vec![c"true".into()]);
         g.prepare(&mut plan, &Limits::default()).unwrap();
