@@ -685,8 +685,11 @@ fn clone_vfork(
     // rax = 0; it calls `child_entry(&args)`, which never returns (it
     // execs or _exits), so the child never touches this function's frame.
     // The parent is suspended until then, so `args`, `prepared` and the
-    // stack stay valid for the child's whole life. The parent's path only
-    // reads rax; the syscall clobbers rcx and r11, declared below.
+    // stack stay valid for the child's whole life. With CLONE_FILES the
+    // child also shares the descriptor table, and `child_main` neither
+    // opens, closes nor duplicates a descriptor before it has unshared it.
+    // The parent's path only reads rax; the syscall clobbers rcx and r11,
+    // declared below.
     unsafe {
         std::arch::asm!(
             "syscall",
@@ -734,7 +737,7 @@ fn clone_vfork(
 /// with a limit copies only the descriptors below it, so the child's
 /// descriptors are first placed in a few slots reserved at low numbers.
 mod shared {
-    use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+    use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Mutex, MutexGuard, OnceLock};
 
@@ -751,8 +754,9 @@ mod shared {
     static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
 
     /// Set by a child whose kernel refused to unshare (before 5.9, or a
-    /// seccomp filter). An atomic store: safe in the child, which shares
-    /// this memory with the waiting parent.
+    /// seccomp filter), or when a slot could not be given back. An atomic
+    /// store: safe in the child, which shares this memory with the
+    /// waiting parent.
     pub(super) fn mark_unsupported() {
         UNSUPPORTED.store(true, Ordering::Relaxed);
     }
@@ -776,16 +780,22 @@ mod shared {
 
     fn reserve() -> Option<Mutex<Reserved>> {
         let placeholder: OwnedFd = std::fs::File::open("/dev/null").ok()?.into();
-        let mut slots = [0; SLOT_COUNT];
-        for slot in &mut slots {
-            // SAFETY: F_DUPFD_CLOEXEC on a descriptor we own. The copy is
-            // owned by the reservation for the life of the process.
+        let mut taken: Vec<OwnedFd> = Vec::with_capacity(SLOT_COUNT);
+        for _ in 0..SLOT_COUNT {
+            // SAFETY: F_DUPFD_CLOEXEC on a descriptor we own.
             let fd =
                 unsafe { libc::fcntl(placeholder.as_raw_fd(), libc::F_DUPFD_CLOEXEC, SLOT_BASE) };
             if fd < 0 {
+                // `taken` closes the slots made so far.
                 return None;
             }
-            *slot = fd;
+            // SAFETY: just returned by fcntl, owned by nobody else.
+            taken.push(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+        // From here the reservation owns them for the life of the process.
+        let mut slots = [0; SLOT_COUNT];
+        for (slot, fd) in slots.iter_mut().zip(taken) {
+            *slot = fd.into_raw_fd();
         }
         let lowest = *slots.iter().min()?;
         let limit = *slots.iter().max()? + 1;
@@ -871,7 +881,14 @@ mod shared {
             for &slot in &self.reserved.slots[..self.used] {
                 // SAFETY: as in `put`; this closes the slot's copy of the
                 // child's descriptor (the child has exec'd or exited).
-                unsafe { libc::dup3(placeholder, slot, libc::O_CLOEXEC) };
+                if unsafe { libc::dup3(placeholder, slot, libc::O_CLOEXEC) } < 0 {
+                    // It must not keep a pipe's write end open (its reader
+                    // would never see the end): close it, and give up the
+                    // reservation, whose numbers are no longer all ours.
+                    mark_unsupported();
+                    // SAFETY: the slot is ours; nothing uses it after this.
+                    unsafe { libc::close(slot) };
+                }
             }
         }
     }
@@ -908,7 +925,9 @@ fn child_main(p: &Prepared, discard_output: bool, in_cgroup: bool) -> ! {
     let status_fd = p.status_fd;
     // SAFETY (whole function): every call below is an async-signal-safe
     // system call wrapper; every pointer refers to memory owned by `plan`
-    // or `p`, which the fork copied and nothing frees before exec.
+    // or `p`, which the fork copied, or which the parent (suspended until
+    // exec, with CLONE_VM) keeps alive. Until the unshare below, the only
+    // descriptor calls are writes: the table may be the parent's.
     unsafe {
         let v2_fallback = plan.cgroup_dir_procs.iter().filter(|_| !in_cgroup);
         for fd in plan.cgroup_procs.iter().chain(v2_fallback) {
@@ -955,8 +974,14 @@ fn child_main(p: &Prepared, discard_output: bool, in_cgroup: bool) -> ! {
         {
             // Quietly: the parent sees the mark and starts another child
             // the copying way, on the same status pipe.
-            shared::mark_unsupported();
-            libc::_exit(127);
+            let errno = *libc::__errno_location();
+            if matches!(errno, libc::ENOSYS | libc::EINVAL | libc::EPERM) {
+                shared::mark_unsupported();
+                libc::_exit(127);
+            }
+            // Out of memory or descriptors: this spawn fails like any
+            // other setup step; the next one tries again.
+            fail(status_fd, Stage::Stdio);
         }
 
         // Nothing the orchestrator inherited without close-on-exec reaches
