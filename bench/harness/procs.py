@@ -233,6 +233,9 @@ class ProcEvents:
         self.live = {}  # pid -> exec time of processes running `program`
         self.execs = []  # (ts, pid) of execs into `program`
         self.exits = {}  # pid -> exit time, every process
+        # pid -> exit time of the processes running `program` only: "all
+        # services gone" must not wait for, say, the stop command's own exit.
+        self.instance_exits = {}
         self.overflow = False
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_CONNECTOR)
         try:
@@ -253,6 +256,7 @@ class ProcEvents:
         with self.cond:
             self.execs.clear()
             self.exits.clear()
+            self.instance_exits.clear()
             self.overflow = False
             self.live = {p: 0 for p in live_instances(self.program, table)}
 
@@ -282,7 +286,8 @@ class ProcEvents:
                     if pid == tgid:
                         with self.cond:
                             self.exits[pid] = ts
-                            self.live.pop(pid, None)
+                            if self.live.pop(pid, None) is not None:
+                                self.instance_exits[pid] = ts
                             self.cond.notify_all()
                 off += max(length, 16)
 
@@ -322,7 +327,7 @@ class ProcEvents:
 
         def done():
             if not self.live:
-                return max(self.exits.values(), default=now_ns())
+                return max(self.instance_exits.values(), default=now_ns())
             return None
 
         return self._wait(done, timeout)

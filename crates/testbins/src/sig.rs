@@ -70,6 +70,17 @@ pub fn wait_term(timeout: Option<Duration>) -> bool {
     }
 }
 
+/// `CLOCK_MONOTONIC` in nanoseconds, comparable across processes.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// A cheap poll for busy loops that cannot sit in `wait_term`.
 pub fn term_pending() -> bool {
     // SAFETY: sigpending fills the zeroed set, which sigismember then reads.

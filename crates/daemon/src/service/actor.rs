@@ -237,14 +237,16 @@ impl<P: Processes> Actor<P> {
                 Happening::Timer(t) => {
                     self.clear_timer(t);
                     let input = timer_input(t);
+                    Box::pin(self.feed(input)).await;
+                    // Said after the SIGKILL (sent by the transition), so
+                    // that writing it does not delay it.
                     if t == Timer::StopKill {
                         tracing::warn!(
                             service = %self.spec.name,
-                            "did not stop within {}; sending SIGKILL",
+                            "did not stop within {}; sent SIGKILL",
                             humantime::format_duration(self.spec.stop_timeout)
                         );
                     }
-                    Box::pin(self.feed(input)).await;
                 }
                 Happening::GroupChanged => {
                     if self.procs.is_empty() {
