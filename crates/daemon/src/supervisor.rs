@@ -769,6 +769,11 @@ impl Supervisor {
             "all services stopped in {} ms",
             started.elapsed().as_millis()
         );
+        // Nothing is left to do with what it holds (every service's log,
+        // configuration and channels), and the process ends next: freeing
+        // it all one by one took 4 ms of a 32 ms shutdown with 100
+        // services. The kernel takes it back at exit.
+        std::mem::forget(self);
     }
 }
 

@@ -227,6 +227,33 @@ pub(crate) fn unescape_mount(s: &str) -> String {
 mod tests {
     use super::*;
 
+    /// A folder standing in for a cgroup: what `populated` concludes from
+    /// each thing it may find there.
+    #[test]
+    fn populated_is_yes_unless_known_empty() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("svc");
+        let cg = ServiceCgroup::create(dir.clone()).unwrap();
+        // v1: no cgroup.events, so the member list decides.
+        fs::write(dir.join("cgroup.procs"), "12\n34\n").unwrap();
+        assert!(cg.populated());
+        assert_eq!(cg.pids(), [12, 34]);
+        fs::write(dir.join("cgroup.procs"), "").unwrap();
+        assert!(!cg.populated());
+        // v2: cgroup.events decides, read again through the kept descriptor.
+        fs::write(dir.join("cgroup.events"), "populated 1\nfrozen 0\n").unwrap();
+        assert!(cg.populated());
+        fs::write(dir.join("cgroup.events"), "populated 0\nfrozen 0\n").unwrap();
+        assert!(!cg.populated());
+        // Gone: empty, since a cgroup can only be removed so.
+        fs::remove_dir_all(&dir).unwrap();
+        assert!(!ServiceCgroup::open(dir.clone()).populated());
+        // There but unreadable (here: a folder where the file should be):
+        // never declared empty on a guess.
+        fs::create_dir_all(dir.join("cgroup.events")).unwrap();
+        assert!(ServiceCgroup::open(dir).populated());
+    }
+
     #[test]
     fn unescapes_mountinfo_paths() {
         assert_eq!(unescape_mount("/a\\040b"), "/a b");
