@@ -12,7 +12,11 @@ from pathlib import Path
 from . import procs
 from .subjects import Svc
 
-CGROUP_ROOTS = [Path("/sys/fs/cgroup/unified/blackhole"), Path("/sys/fs/cgroup/blackhole")]
+# blackhole's folders in every hierarchy: v2 (pure or hybrid), and the v1
+# controllers of a hybrid host, where it makes its instance folder too.
+CGROUP_ROOTS = [Path("/sys/fs/cgroup/unified/blackhole"), Path("/sys/fs/cgroup/blackhole")] + [
+    Path(f"/sys/fs/cgroup/{c}/blackhole") for c in ("memory", "cpu", "cpu,cpuacct", "pids", "freezer")
+]
 
 
 @dataclass
