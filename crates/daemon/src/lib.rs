@@ -115,8 +115,8 @@ pub fn up(opts: UpOptions) -> i32 {
         }
     });
     // Everything is stopped and the logs are flushed. Dropping the runtime
-    // would free every task and buffer one by one (4 ms of a 32 ms
-    // shutdown with 100 services); the process is about to end and the
+    // would free every task one by one, as dropping the supervisor did
+    // (see the end of its shutdown); the process is about to end and the
     // kernel takes it all back at once. Idle helper threads end with it.
     std::mem::forget(runtime);
     code

@@ -130,8 +130,11 @@ impl ServiceCgroup {
 
     /// Sends `sig` to every member; returns how many were signalled.
     pub fn signal_all(&self, sig: i32) -> usize {
-        // A stop has begun: have `cgroup.kill` ready for its end.
-        if self.kill.get().is_none()
+        // A stop has begun: have `cgroup.kill` ready for its end. (Not for
+        // SIGKILL itself, which the kill loops of v1 send over and over,
+        // where the file does not exist.)
+        if sig != libc::SIGKILL
+            && self.kill.get().is_none()
             && let Ok(f) = fs::OpenOptions::new()
                 .write(true)
                 .open(self.path.join("cgroup.kill"))
