@@ -21,7 +21,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 
 use crate::spawn::{SpawnError, SpawnPlan, Spawned, spawn};
 use crate::{ExitStatus, Signal};
@@ -102,6 +102,22 @@ impl Reaper {
             callback(status);
         }
         out
+    }
+
+    /// Whether this process has any child at all, running or not yet
+    /// reaped (children of every thread count). One system call, and no
+    /// status is taken: a child that exited stays for [`Reaper::reap`].
+    pub fn has_children(&self) -> bool {
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        loop {
+            match waitid(Id::All, flags) {
+                Err(Errno::EINTR) => continue,
+                Err(Errno::ECHILD) => return false,
+                // Children exist (`StillAlive`: none has exited yet), or a
+                // zombie is waiting; an unexpected error counts as yes.
+                _ => return true,
+            }
+        }
     }
 
     /// How many processes are registered and not yet reaped.
@@ -239,6 +255,42 @@ mod tests {
             assert!(Instant::now() < deadline, "grandchild never reaped");
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    #[test]
+    fn has_children_sees_a_child_and_leaves_its_status_to_reap() {
+        let reaper = Reaper::global();
+        let plan = SpawnPlan::new(
+            CString::new("/bin/sleep").unwrap(),
+            ["sleep", "30"]
+                .iter()
+                .map(|s| CString::new(*s).unwrap())
+                .collect(),
+        );
+        let (spawned, rx) = reaper.spawn_and_watch(&plan).unwrap();
+        assert!(reaper.has_children(), "a running child is a child");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(spawned.pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        // Once it is a zombie (unless a parallel test's reap took it first),
+        // it still counts, and asking did not take its status.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while crate::procfs::stat(spawned.pid).is_some_and(|s| s.state != 'Z') {
+            assert!(Instant::now() < deadline, "the child never died");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if crate::procfs::stat(spawned.pid).is_some() {
+            assert!(reaper.has_children(), "an unreaped zombie is a child");
+        }
+        assert_eq!(
+            reaper.wait_blocking(rx),
+            ExitStatus::Signal {
+                signal: Signal::KILL,
+                core_dumped: false
+            }
+        );
     }
 
     #[test]

@@ -86,6 +86,9 @@ pub struct WriterStats {
 #[derive(Clone)]
 pub struct LogWriter {
     tx: mpsc::Sender<Msg>,
+    /// The writer thread, unparked by a flush so it does not finish its
+    /// linger first.
+    thread: std::thread::Thread,
     pub stats: Arc<WriterStats>,
     pub pool: Arc<BufferPool>,
 }
@@ -103,7 +106,7 @@ impl LogWriter {
         let thread_stats = stats.clone();
         let pool = Arc::new(BufferPool::default());
         let thread_pool = pool.clone();
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("bh-logwriter".into())
             .stack_size(256 * 1024)
             .spawn(move || {
@@ -118,7 +121,12 @@ impl LogWriter {
                     &thread_pool,
                 )
             })?;
-        Ok(LogWriter { tx, stats, pool })
+        Ok(LogWriter {
+            tx,
+            thread: handle.thread().clone(),
+            stats,
+            pool,
+        })
     }
 
     /// Queues a batch, waiting while the queue is full.
@@ -148,6 +156,7 @@ impl LogWriter {
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Msg::Flush(tx)).await.is_ok() {
+            self.thread.unpark();
             let _ = rx.await;
         }
     }
@@ -158,7 +167,8 @@ impl LogWriter {
 /// written together: at most a few hundred wake-ups a second however many
 /// lines arrive, instead of two context switches per line. Never while
 /// idle (the wait follows work), and never under a flood (a wake-up that
-/// finds much to write looks again at once).
+/// finds much to write looks again at once). A flush cuts it short: the
+/// last lines of a shutdown are not kept waiting.
 const LINGER: Duration = Duration::from_millis(2);
 const LINGER_BELOW: usize = BATCH_BYTES / 2;
 
@@ -183,7 +193,9 @@ fn run(
             written += w.handle(msg, pool);
         }
         if written > 0 && written < LINGER_BELOW {
-            std::thread::sleep(LINGER);
+            // May return early (a flush, or spuriously): that only means
+            // a smaller gathering.
+            std::thread::park_timeout(LINGER);
         }
     }
 }

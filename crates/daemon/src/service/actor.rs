@@ -99,6 +99,9 @@ pub struct Actor<P: Processes> {
     stop_kill: Option<Pin<Box<Sleep>>>,
     start_timeout: Option<Pin<Box<Sleep>>>,
     run: Option<Run>,
+    /// The machine asked to hear when the group is empty ...
+    want_watch: bool,
+    /// ... and the watch is armed (only once the main process is gone).
     watching: bool,
     waiters: Vec<Waiter>,
     shutting_down: bool,
@@ -194,6 +197,7 @@ impl<P: Processes> Actor<P> {
             stop_kill: None,
             start_timeout: None,
             run: None,
+            want_watch: false,
             watching: false,
             waiters: Vec::new(),
             shutting_down: false,
@@ -326,7 +330,10 @@ impl<P: Processes> Actor<P> {
                 "output pipes still open after the process ended (a child holds them); reading on"
             );
         }
-        let group_empty = self.procs.is_empty();
+        let mut group_empty = self.procs.is_empty();
+        if !group_empty && self.want_watch {
+            group_empty = self.arm_watch();
+        }
         let oom = self.procs.oom_kills() > self.oom_base;
         self.feed(Input::Exited {
             status,
@@ -381,10 +388,13 @@ impl<P: Processes> Actor<P> {
                     Effect::Signal(sig) => self.procs.signal_all(sig),
                     Effect::KillAll => self.procs.kill_all(),
                     Effect::WatchGroup => {
-                        self.procs.watch();
-                        self.watching = true;
-                        // It may already be empty (the watch began after).
-                        if self.run.is_none() && self.procs.is_empty() {
+                        self.want_watch = true;
+                        // While the main process lives the group cannot be
+                        // empty, and its exit comes from the reaper: the
+                        // watch (a path look-up and an inotify mark, or a
+                        // poll without cgroups) waits until then, and is
+                        // not needed at all when nothing outlives it.
+                        if self.run.is_none() && self.arm_watch() {
                             queue.push_back(Input::GroupEmpty);
                         }
                     }
@@ -409,10 +419,26 @@ impl<P: Processes> Actor<P> {
                 self.counters.exit(x.reason.tag());
             }
         }
-        if self.watching && !self.machine.state().has_process() {
-            self.procs.unwatch();
-            self.watching = false;
+        if !self.machine.state().has_process() {
+            self.want_watch = false;
+            if self.watching {
+                self.procs.unwatch();
+                self.watching = false;
+            }
         }
+    }
+
+    /// Watches the group unless it is empty already; whether it is empty
+    /// (checked again once watched, so an emptying in between is seen).
+    fn arm_watch(&mut self) -> bool {
+        if self.procs.is_empty() {
+            return true;
+        }
+        if !self.watching {
+            self.procs.watch();
+            self.watching = true;
+        }
+        self.procs.is_empty()
     }
 
     fn timer(&mut self, t: Timer) -> &mut Option<Pin<Box<Sleep>>> {
@@ -483,6 +509,12 @@ impl<P: Processes> Actor<P> {
         match to {
             State::Failed => tracing::error!(service = %name, "{from} -> {to}: {message}"),
             State::Restarting => tracing::warn!(service = %name, "{from} -> {to}: {message}"),
+            // The orchestrator said it is stopping everything; each
+            // service's "stopped" follows (one line per service, not two:
+            // a terminal write each, on the path of a shutdown).
+            State::Stopping if self.shutting_down => {
+                tracing::debug!(service = %name, "{from} -> {to}: {message}")
+            }
             _ => tracing::info!(service = %name, "{from} -> {to}: {message}"),
         }
         if to != State::Starting {

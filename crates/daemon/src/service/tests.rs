@@ -27,6 +27,11 @@ struct World {
     signals: Vec<Signal>,
     ignore_term: bool,
     fail_launch: Option<String>,
+    /// A process of the service other than the main one (a daemonized
+    /// child): survives the stop signal, gone with a kill or `clear_leftover`.
+    leftover: bool,
+    watches: u32,
+    group_changed: Arc<tokio::sync::Notify>,
 }
 
 impl World {
@@ -53,6 +58,11 @@ impl Fake {
     }
     fn launches(&self) -> Vec<Instant> {
         self.world().launches.clone()
+    }
+    fn clear_leftover(&self) {
+        let mut w = self.world();
+        w.leftover = false;
+        w.group_changed.notify_one();
     }
 }
 
@@ -99,6 +109,9 @@ impl Processes for Fake {
     fn kill_all(&mut self) {
         let mut w = self.world();
         w.signals.push(Signal::KILL);
+        if std::mem::take(&mut w.leftover) {
+            w.group_changed.notify_one();
+        }
         let pids: Vec<u32> = w.exits.keys().copied().collect();
         for pid in pids {
             w.end(
@@ -111,15 +124,19 @@ impl Processes for Fake {
         }
     }
     fn is_empty(&mut self) -> bool {
-        self.world().exits.is_empty()
+        let w = self.world();
+        w.exits.is_empty() && !w.leftover
     }
     fn contains(&mut self, pid: u32) -> bool {
         self.world().exits.contains_key(&pid)
     }
-    fn watch(&mut self) {}
+    fn watch(&mut self) {
+        self.world().watches += 1;
+    }
     fn unwatch(&mut self) {}
     fn changed(&mut self) -> BoxFuture<'_, ()> {
-        Box::pin(std::future::pending())
+        let changed = self.world().group_changed.clone();
+        Box::pin(async move { changed.notified().await })
     }
     fn release(&mut self) {}
     fn describe(&self) -> String {
@@ -369,4 +386,46 @@ async fn crash_during_stop_is_not_restarted() {
     assert_eq!(s.state, State::Stopped);
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert_eq!(rig.fake.launches().len(), 1);
+}
+
+/// The group can only be empty once the main process is gone, and the
+/// reaper reports that exit: a stop whose main process takes everything
+/// with it never watches the group (no inotify mark, no poll).
+#[tokio::test(start_paused = true)]
+async fn a_stop_that_ends_with_the_main_process_watches_nothing() {
+    let fake = Fake::default();
+    let rig = Rig::start(spec(RestartPolicy::OnFailure, 10), fake.clone());
+    done(rig.send(|r| Command::Start(Some(r))).await);
+    let s = done(rig.send(|r| Command::Stop(Some(r))).await);
+    assert_eq!(s.state, State::Stopped);
+    assert_eq!(fake.world().signals, [Signal::TERM]);
+    assert_eq!(fake.world().watches, 0);
+}
+
+/// A process that outlives the main one keeps the stop going, watched
+/// from the main process's exit on, until it is gone.
+#[tokio::test(start_paused = true)]
+async fn a_leftover_is_watched_from_the_main_exit_until_it_is_gone() {
+    let fake = Fake::default();
+    let mut rig = Rig::start(spec(RestartPolicy::OnFailure, 10), fake.clone());
+    done(rig.send(|r| Command::Start(Some(r))).await);
+    fake.world().leftover = true;
+    let (tx, mut stopped) = oneshot::channel();
+    rig.commands.send(Command::Stop(Some(tx))).await.unwrap();
+    // The main process ended on SIGTERM; the leftover holds the stop.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while fake.world().watches == 0 {
+        assert!(Instant::now() < deadline, "the group was never watched");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(rig.state(), State::Stopping);
+    assert!(
+        stopped.try_recv().is_err(),
+        "stopped while a process remained"
+    );
+    fake.clear_leftover();
+    rig.reach(State::Stopped).await;
+    assert!(matches!(stopped.await.unwrap(), Outcome::Done(_)));
+    assert_eq!(fake.world().watches, 1);
+    assert_eq!(fake.world().signals, [Signal::TERM]);
 }
