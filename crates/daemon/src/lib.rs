@@ -221,6 +221,7 @@ async fn run(config: Config, source: Source) -> Result<(), String> {
                 None
             }
         },
+        reclaimer: Default::default(),
     });
     for spec in config.services.values() {
         for problem in ctx.unenforceable(spec) {

@@ -561,6 +561,7 @@ impl Supervisor {
     /// the receiver fires when all have stopped.
     fn begin_shutdown(&mut self) -> oneshot::Receiver<()> {
         self.shutdown_began.get_or_insert_with(Instant::now);
+        self.ctx.reclaimer.begin();
         self.events
             .publish("", "orchestrator", None, None, None, "shutting down".into());
         let edges = self.edges();
@@ -775,6 +776,9 @@ impl Supervisor {
         }
         reaper.reap();
         self.writer.flush().await;
+        // Blocks for the last few removals at most: the thread has been
+        // removing cgroups since the first service stopped.
+        self.ctx.reclaimer.finish();
         tracing::info!(
             "all services stopped in {} ms",
             started.elapsed().as_millis()

@@ -460,3 +460,69 @@ fn clean_environment_and_working_directory() {
     );
     assert!(data.is_dir(), "the data dir was created");
 }
+
+/// A clean shutdown leaves no cgroup folder of this orchestrator in any
+/// hierarchy: the services' folders are removed (off the runtime thread,
+/// during the shutdown) before the instance folder, and before `up`
+/// exits. One service has a memory limit, so on a hybrid host it also has
+/// a folder in the v1 memory hierarchy; one leaves a daemonized child, so
+/// its stop ends by the group's emptiness, not the main exit.
+#[test]
+fn a_clean_shutdown_leaves_no_cgroup_folder() {
+    let mut s = Stack::new();
+    s.write_config(&format!(
+        r#"
+[services.plain]
+binary_path = "{bin}"
+args = ["pause"]
+
+[services.limited]
+binary_path = "{bin}"
+args = ["pause"]
+memory_limit = 64
+
+[services.parent]
+binary_path = "{bin}"
+args = ["setsid-child"]
+stop_timeout = "500ms"
+"#,
+        bin = testsvc().display()
+    ));
+    s.up();
+    for name in ["plain", "limited", "parent"] {
+        s.wait_state(name, State::Running);
+    }
+    let child: u32 = wait_for("the daemonized child", Duration::from_secs(10), || {
+        s.log_lines("parent").iter().find_map(|l| {
+            l.strip_prefix("child pid=")
+                .and_then(|p| p.trim().parse().ok())
+        })
+    });
+    let Some(base) = s.cgroup_base() else {
+        eprintln!("no cgroups on this machine: nothing to check");
+        return;
+    };
+    let state_dir = std::path::absolute(s.path().join(".blackhole")).unwrap();
+    let name = blackhole_daemon::instance_name(&state_dir);
+    let folders: Vec<std::path::PathBuf> = ["unified", "memory", "cpu", "pids", "freezer", ""]
+        .iter()
+        .map(|h| {
+            std::path::Path::new("/sys/fs/cgroup")
+                .join(h)
+                .join("blackhole")
+                .join(&name)
+        })
+        .filter(|p| p.exists())
+        .collect();
+    assert!(folders.contains(&base), "{folders:?}");
+    s.signal(Signal::SIGTERM);
+    assert_eq!(s.wait_exit(Duration::from_secs(20)), Some(0));
+    assert!(!alive(child), "the daemonized child outlived the shutdown");
+    for f in &folders {
+        assert!(
+            !f.exists(),
+            "{} is still there after a clean shutdown",
+            f.display()
+        );
+    }
+}

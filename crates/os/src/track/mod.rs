@@ -274,16 +274,17 @@ impl Group {
 
     /// Removes the cgroups once the service is stopped for good.
     pub fn release(&mut self) {
-        let dirs = self
-            .cgroup
+        remove_all(self.take_cgroups());
+    }
+
+    /// The service's cgroups, for the caller to remove (with
+    /// [`remove_all`]) when it suits it; the group forgets them.
+    pub fn take_cgroups(&mut self) -> Vec<ServiceCgroup> {
+        self.cgroup
             .take()
             .into_iter()
-            .chain(std::mem::take(&mut self.limit_dirs).into_values());
-        for cg in dirs {
-            if let Err(e) = cg.remove() {
-                tracing::debug!("cgroup {} not removed: {e}", cg.path().display());
-            }
-        }
+            .chain(std::mem::take(&mut self.limit_dirs).into_values())
+            .collect()
     }
 
     /// Where the service's processes are tracked, for status.
@@ -291,6 +292,16 @@ impl Group {
         match &self.tracking {
             Some(Place::V2(b) | Place::V1(b)) => b.join(&self.service).display().to_string(),
             None => "process tree".into(),
+        }
+    }
+}
+
+/// Removes emptied service cgroups (what is still populated stays, and is
+/// reported at debug level).
+pub fn remove_all(cgroups: Vec<ServiceCgroup>) {
+    for cg in cgroups {
+        if let Err(e) = cg.remove() {
+            tracing::debug!("cgroup {} not removed: {e}", cg.path().display());
         }
     }
 }
