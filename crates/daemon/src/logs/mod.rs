@@ -276,6 +276,16 @@ impl LineBatch<'_> {
             Ok(s) => std::borrow::Cow::Borrowed(s),
             Err(_) => String::from_utf8_lossy(raw),
         };
+        self.push_text(text, raw.len());
+    }
+
+    /// A line known to be valid UTF-8 (a slice of a read that was checked
+    /// as a whole: one check per read instead of one per line).
+    pub fn push_str(&mut self, text: &str) {
+        self.push_text(std::borrow::Cow::Borrowed(text), text.len());
+    }
+
+    fn push_text(&mut self, text: std::borrow::Cow<'_, str>, raw_len: usize) {
         let seq = self
             .ring
             .push(self.time, self.stream, self.pid, text.as_bytes());
@@ -294,7 +304,7 @@ impl LineBatch<'_> {
         self.out.extend_from_slice(text.as_bytes());
         self.out.push(b'\n');
         self.lines += 1;
-        self.bytes += raw.len() as u64 + 1;
+        self.bytes += raw_len as u64 + 1;
         if self.echo {
             echo_line(&self.log.name, self.stream, self.pid, &text);
         }

@@ -9,7 +9,10 @@ use tokio::io::unix::AsyncFd;
 use super::decoder::LineDecoder;
 use super::{ServiceLog, Stream};
 
-const READ_SIZE: usize = 64 * 1024;
+const READ_SIZE: usize = 256 * 1024;
+/// What a pipe that filled up grows to (Linux's default ceiling for
+/// unprivileged processes, `fs.pipe-max-size`).
+const FLOOD_PIPE: i32 = 1024 * 1024;
 
 thread_local! {
     /// One read buffer per runtime thread, not per service: a pump
@@ -23,6 +26,8 @@ struct Source {
     fd: AsyncFd<OwnedFd>,
     decoder: LineDecoder,
     stream: Stream,
+    /// The pipe was found full once and made larger.
+    grown: bool,
 }
 
 /// Copies lines from the pipes into `log` until both are closed (the
@@ -39,6 +44,7 @@ pub async fn pump(
                 fd,
                 decoder: LineDecoder::default(),
                 stream,
+                grown: false,
             }),
             Err(e) => {
                 tracing::error!(
@@ -88,8 +94,28 @@ async fn drain(log: &ServiceLog, pid: u32, source: &mut Source) -> bool {
             READ_BUF.with_borrow_mut(|buf| match nix::unistd::read(fd.get_ref(), buf) {
                 Ok(0) => Ok(None),
                 Ok(n) => {
+                    if n >= 64 * 1024 && !source.grown {
+                        // A pipe found full (its default size is 64 KiB)
+                        // belongs to a service that writes faster than it
+                        // is read: a larger one lets it run longer between
+                        // waits, which halves the wake-ups of both sides.
+                        // Pages are only used as they fill; a quiet
+                        // service's pipe never grows.
+                        source.grown = true;
+                        let _ = nix::fcntl::fcntl(
+                            fd.get_ref(),
+                            nix::fcntl::FcntlArg::F_SETPIPE_SZ(FLOOD_PIPE),
+                        );
+                    }
                     let mut batch = log.batch(source.stream, pid, n);
-                    source.decoder.feed(&buf[..n], &mut |line| batch.push(line));
+                    let read = &buf[..n];
+                    let text = std::str::from_utf8(read).ok();
+                    source
+                        .decoder
+                        .feed(read, &mut |line| match within(text, read, line) {
+                            Some(line) => batch.push_str(line),
+                            None => batch.push(line),
+                        });
                     Ok(Some(batch.finish()))
                 }
                 Err(nix::errno::Errno::EINTR) => Ok(Some(Vec::new())),
@@ -117,4 +143,39 @@ async fn drain(log: &ServiceLog, pid: u32, source: &mut Source) -> bool {
         }
     }
     true
+}
+
+/// `line` as text, when it is a slice of `read` (not assembled from an
+/// earlier read's tail) and `read` is valid UTF-8 as a whole (`text`): a
+/// slice of valid text between character boundaries is valid text. A
+/// line cut at the length limit may end or begin inside a character; it
+/// is then not at a boundary, and checked on its own.
+fn within<'a>(text: Option<&'a str>, read: &[u8], line: &[u8]) -> Option<&'a str> {
+    let text = text?;
+    let start = (line.as_ptr() as usize).checked_sub(read.as_ptr() as usize)?;
+    text.get(start..start.checked_add(line.len())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::within;
+
+    #[test]
+    fn only_slices_of_a_valid_read_at_character_boundaries_skip_the_check() {
+        let read = "ab\u{e9}c\n".as_bytes(); // 'é' is two bytes, at 2..4
+        let text = std::str::from_utf8(read).ok();
+        assert_eq!(within(text, read, &read[0..5]), Some("ab\u{e9}c"));
+        // Cut inside 'é': not a boundary, so no shortcut.
+        assert_eq!(within(text, read, &read[0..3]), None);
+        assert_eq!(within(text, read, &read[3..5]), None);
+        // Not part of the read (an earlier read's tail joined to it).
+        let other = b"ab".to_vec();
+        assert_eq!(within(text, read, &other), None);
+        // The read is not valid text as a whole: every line is checked.
+        let bad: Vec<u8> = [b"ok\n".as_slice(), &[0xff], b"\n"].concat();
+        assert_eq!(
+            within(std::str::from_utf8(&bad).ok(), &bad, &bad[0..2]),
+            None
+        );
+    }
 }
