@@ -161,10 +161,11 @@ impl ServiceLog {
 
     /// Changes how much output is kept in memory (oldest lines go first).
     pub fn set_memory(&self, bytes: usize) {
+        let pool = &self.writer.pool;
         self.ring
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .set_budget(bytes);
+            .set_budget(bytes, &mut |b| pool.put(b));
     }
 
     pub fn writer(&self) -> &LogWriter {
@@ -188,6 +189,7 @@ impl ServiceLog {
             follow: self.has_followers(),
             watch: self.watch.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             out: Vec::new(),
+            first_seq: 0,
             full: Vec::new(),
             lines: 0,
             bytes: 0,
@@ -197,9 +199,15 @@ impl ServiceLog {
     /// The orchestrator's note about the service, into the same places.
     pub async fn note(&self, pid: Option<u32>, text: &str) {
         let time = SystemTime::now();
+        let mut out = file_prefix(time, Stream::Note, pid).into_bytes();
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'\n');
+        let out = Arc::new(out);
         {
             let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
-            let seq = ring.push(time, Stream::Note, pid.unwrap_or(0), text.as_bytes());
+            let seq = ring.next_seq();
+            let pool = &self.writer.pool;
+            ring.store(seq, 1, &out, &mut |b| pool.put(b));
             if let Some(followers) = self.followers.get().filter(|f| f.receiver_count() > 0) {
                 let _ = followers.send(Arc::new(Record {
                     seq,
@@ -210,9 +218,6 @@ impl ServiceLog {
                 }));
             }
         }
-        let mut out = file_prefix(time, Stream::Note, pid).into_bytes();
-        out.extend_from_slice(text.as_bytes());
-        out.push(b'\n');
         self.counters.lines[Stream::Note.index()].fetch_add(1, Ordering::Relaxed);
         self.writer
             .send(writer::Batch {
@@ -262,6 +267,8 @@ pub struct LineBatch<'a> {
     /// Bytes read for this batch, to size its buffer.
     hint: usize,
     out: Vec<u8>,
+    /// Sequence number of the first line in `out`.
+    first_seq: u64,
     /// Batches cut at the size limit, in order.
     full: Vec<writer::Batch>,
     lines: u64,
@@ -286,9 +293,10 @@ impl LineBatch<'_> {
     }
 
     fn push_text(&mut self, text: std::borrow::Cow<'_, str>, raw_len: usize) {
-        let seq = self
-            .ring
-            .push(self.time, self.stream, self.pid, text.as_bytes());
+        let seq = self.ring.next_seq();
+        if self.lines == 0 {
+            self.first_seq = seq;
+        }
         if self.out.capacity() == 0 {
             // Room for what was read plus the prefixes, not a whole batch:
             // a line of a quiet service should not cost 64 KiB. A full
@@ -335,9 +343,13 @@ impl LineBatch<'_> {
         let counters = &self.log.counters;
         counters.lines[i].fetch_add(self.lines, Ordering::Relaxed);
         counters.bytes[i].fetch_add(self.bytes, Ordering::Relaxed);
+        let bytes = Arc::new(std::mem::take(&mut self.out));
+        let pool = &self.log.writer.pool;
+        self.ring
+            .store(self.first_seq, self.lines, &bytes, &mut |b| pool.put(b));
         self.full.push(writer::Batch {
             service: self.log.name.clone(),
-            bytes: std::mem::take(&mut self.out),
+            bytes,
             lines: self.lines,
             counters: counters.clone(),
         });

@@ -43,7 +43,8 @@ impl BufferPool {
         Vec::with_capacity(want)
     }
 
-    fn put(&self, mut buf: Vec<u8>) {
+    /// Gives a buffer back (kept only if it is a full-size one).
+    pub fn put(&self, mut buf: Vec<u8>) {
         // Only full-size buffers are worth keeping; small ones are cheap.
         if buf.capacity() < BATCH_BYTES {
             return;
@@ -56,10 +57,12 @@ impl BufferPool {
     }
 }
 
-/// Formatted lines of one service, ready to append.
+/// Formatted lines of one service, ready to append. The bytes are shared
+/// with the service's in-memory ring; whichever lets go last gives the
+/// buffer back to the pool.
 pub struct Batch {
     pub service: Arc<str>,
-    pub bytes: Vec<u8>,
+    pub bytes: Arc<Vec<u8>>,
     pub lines: u64,
     pub counters: Arc<Counters>,
 }
@@ -276,7 +279,9 @@ impl Writer {
                     }
                 }
                 let n = batch.bytes.len();
-                pool.put(batch.bytes);
+                if let Some(bytes) = Arc::into_inner(batch.bytes) {
+                    pool.put(bytes);
+                }
                 n
             }
             Msg::Limits {
