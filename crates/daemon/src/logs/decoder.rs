@@ -75,12 +75,16 @@ impl LineDecoder {
         self.partial.len()
     }
 
+    /// Cuts pieces off a pending line once it is known to be longer than
+    /// the maximum. Exactly the maximum may still be a whole line whose
+    /// newline comes with the next read: cutting it then would add an
+    /// empty line after it.
     fn drain_overlong(&mut self, emit: &mut impl FnMut(&[u8])) {
-        if self.partial.len() < self.max {
+        if self.partial.len() <= self.max {
             return;
         }
         let mut consumed = 0;
-        while self.partial.len() - consumed >= self.max {
+        while self.partial.len() - consumed > self.max {
             let cut = cut_point(&self.partial[consumed..], self.max);
             emit(&self.partial[consumed..consumed + cut]);
             consumed += cut;
@@ -150,9 +154,30 @@ mod tests {
         let mut n = 0;
         for _ in 0..1000 {
             d.feed(&[b'y'; 7], &mut |_| n += 1);
-            assert!(d.pending() < 10);
+            assert!(d.pending() <= 10);
         }
-        assert_eq!(n, 700);
+        assert_eq!(n * 10 + d.pending(), 7000);
+    }
+
+    /// Found by the micro-benchmarks: a line of exactly the maximum whose
+    /// newline came in the next read was cut at the maximum, and the
+    /// newline then ended a second, empty line.
+    #[test]
+    fn a_line_of_exactly_max_bytes_split_before_its_newline_is_one_line() {
+        let line = vec![b'x'; 10];
+        assert_eq!(
+            lines(10, &[&line, b"\nnext\n"]),
+            [line.clone(), b"next".to_vec()]
+        );
+        assert_eq!(lines(10, &[&line[..4], &line[4..], b"\n"]), [line.clone()]);
+        // Read in one piece, the same.
+        assert_eq!(
+            lines(10, &[b"xxxxxxxxxx\nnext\n"]),
+            [line, b"next".to_vec()]
+        );
+        // One byte more is cut into the maximum and the rest.
+        let got = lines(10, &[&[b'y'; 11], b"\n"]);
+        assert_eq!(got, [vec![b'y'; 10], vec![b'y']]);
     }
 
     #[test]
