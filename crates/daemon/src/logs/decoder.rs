@@ -169,7 +169,7 @@ mod tests {
             lines(10, &[&line, b"\nnext\n"]),
             [line.clone(), b"next".to_vec()]
         );
-        assert_eq!(lines(10, &[&line[..4], &line[4..], b"\n"]), [line.clone()]);
+        assert_eq!(lines(10, &[&line[..4], &line[4..], b"\n"]), [&line[..]]);
         // Read in one piece, the same.
         assert_eq!(
             lines(10, &[b"xxxxxxxxxx\nnext\n"]),
