@@ -100,7 +100,9 @@ async fn drain(log: &ServiceLog, pid: u32, source: &mut Source) -> bool {
                         // is read: a larger one lets it run longer between
                         // waits, which halves the wake-ups of both sides.
                         // Pages are only used as they fill; a quiet
-                        // service's pipe never grows.
+                        // service's pipe never grows. Refused (not root,
+                        // past `fs.pipe-max-size` or the user's pipe
+                        // budget) it stays as it is.
                         source.grown = true;
                         let _ = nix::fcntl::fcntl(
                             fd.get_ref(),
