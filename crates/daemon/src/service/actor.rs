@@ -116,6 +116,9 @@ pub struct Actor<P: Processes> {
     ended_seen: u64,
     /// The service's cgroup and its CPU time at the current run's start.
     cgroup: Option<(Arc<std::path::PathBuf>, u64)>,
+    /// The environment as status shows it (secrets masked), made once per
+    /// configuration rather than on every publish.
+    environment: Arc<std::collections::BTreeMap<String, String>>,
 }
 
 /// The next health signal. Its future is large (every probe's state) and
@@ -182,6 +185,7 @@ impl<P: Processes> Actor<P> {
             cgroup: None,
             cpu_base_usec: 0,
         };
+        let environment = first.environment.clone();
         let (snapshot, rx) = watch::channel(first);
         let health = Health::new(spec.clone(), procs.context(), log.clone());
         let actor = Actor {
@@ -209,6 +213,7 @@ impl<P: Processes> Actor<P> {
             counters,
             ended_seen: 0,
             cgroup: None,
+            environment,
         };
         (actor, rx)
     }
@@ -291,6 +296,7 @@ impl<P: Processes> Actor<P> {
                     .set_limits(&spec.name, spec.log_max_size, spec.log_max_files)
                     .await;
                 self.health.set_spec(spec.clone());
+                self.environment = super::masked_environment(&spec);
                 self.spec = spec;
             }
             Command::SetDeps(deps) => {
@@ -590,7 +596,7 @@ impl<P: Processes> Actor<P> {
             started: m.run_started().map(|t| self.clock.wall(t)),
             next_start_at: m.next_start_in().map(|d| since + d),
             runs: m.runs(),
-            environment: super::masked_environment(&self.spec),
+            environment: self.environment.clone(),
             cgroup: self.cgroup.as_ref().map(|(p, _)| p.clone()),
             cpu_base_usec: self.cgroup.as_ref().map_or(0, |(_, u)| *u),
             status,
