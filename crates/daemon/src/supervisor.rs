@@ -750,8 +750,8 @@ impl Supervisor {
         }
         // Anything still our child now was orphaned by a service (its
         // parent died) and re-parented to us: it belongs to nobody. Finding
-        // them means reading every process's stat (about 2 ms on a quiet
-        // host, far more on a busy one), so it is done only when a child
+        // them means reading every process's stat (an open, a read and a
+        // close per process on the host), so it is done only when a child
         // exists at all, which one system call tells.
         let reaper = blackhole_os::spawner::Reaper::global();
         reaper.reap();

@@ -10,6 +10,8 @@ use super::decoder::LineDecoder;
 use super::{ServiceLog, Stream};
 
 const READ_SIZE: usize = 256 * 1024;
+/// A pipe's size until it is grown (Linux's default).
+const DEFAULT_PIPE: usize = 64 * 1024;
 /// What a pipe that filled up grows to (Linux's default ceiling for
 /// unprivileged processes, `fs.pipe-max-size`).
 const FLOOD_PIPE: i32 = 1024 * 1024;
@@ -94,8 +96,8 @@ async fn drain(log: &ServiceLog, pid: u32, source: &mut Source) -> bool {
             READ_BUF.with_borrow_mut(|buf| match nix::unistd::read(fd.get_ref(), buf) {
                 Ok(0) => Ok(None),
                 Ok(n) => {
-                    if n >= 64 * 1024 && !source.grown {
-                        // A pipe found full (its default size is 64 KiB)
+                    if n >= DEFAULT_PIPE && !source.grown {
+                        // A pipe found full
                         // belongs to a service that writes faster than it
                         // is read: a larger one lets it run longer between
                         // waits, which halves the wake-ups of both sides.

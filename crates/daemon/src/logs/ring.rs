@@ -15,7 +15,7 @@ use std::time::SystemTime;
 use super::Stream;
 
 /// Batches at least this large are shared, smaller ones copied.
-pub const SHARE_AT: usize = 4 * 1024;
+const SHARE_AT: usize = 4 * 1024;
 /// Size of an open chunk of copied lines.
 const CHUNK: usize = 16 * 1024;
 
@@ -46,17 +46,16 @@ impl Piece {
     /// pushes out the only full one.
     fn cost(&self) -> usize {
         match &self.bytes {
-            Stored::Shared(b) => b.capacity(),
+            Stored::Shared(_) => self.capacity(),
             Stored::Copied(_) => CHUNK,
         }
     }
 
-    fn heap(&self) -> usize {
-        size_of::<Piece>()
-            + match &self.bytes {
-                Stored::Shared(b) => b.capacity(),
-                Stored::Copied(b) => b.capacity(),
-            }
+    fn capacity(&self) -> usize {
+        match &self.bytes {
+            Stored::Shared(b) => b.capacity(),
+            Stored::Copied(b) => b.capacity(),
+        }
     }
 }
 
@@ -221,7 +220,10 @@ impl Ring {
     /// Heap bytes held (shared buffers counted whole, though the writer
     /// may hold them too for a moment).
     pub fn footprint(&self) -> usize {
-        self.pieces.iter().map(Piece::heap).sum()
+        self.pieces
+            .iter()
+            .map(|p| size_of::<Piece>() + p.capacity())
+            .sum()
     }
 }
 

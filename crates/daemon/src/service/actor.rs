@@ -338,7 +338,7 @@ impl<P: Processes> Actor<P> {
         }
         let mut group_empty = self.procs.is_empty();
         if !group_empty && self.want_watch {
-            group_empty = self.arm_watch();
+            group_empty = self.watch_then_check();
         }
         let oom = self.procs.oom_kills() > self.oom_base;
         self.feed(Input::Exited {
@@ -434,12 +434,14 @@ impl<P: Processes> Actor<P> {
         }
     }
 
-    /// Watches the group unless it is empty already; whether it is empty
-    /// (checked again once watched, so an emptying in between is seen).
+    /// Watches the group unless it is empty already; whether it is empty.
     fn arm_watch(&mut self) -> bool {
-        if self.procs.is_empty() {
-            return true;
-        }
+        self.procs.is_empty() || self.watch_then_check()
+    }
+
+    /// Watches the group, then looks again, so that an emptying between
+    /// the caller's look and the watch is seen; whether it is empty.
+    fn watch_then_check(&mut self) -> bool {
         if !self.watching {
             self.procs.watch();
             self.watching = true;

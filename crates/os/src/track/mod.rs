@@ -272,13 +272,9 @@ impl Group {
         out
     }
 
-    /// Removes the cgroups once the service is stopped for good.
-    pub fn release(&mut self) {
-        remove_all(self.take_cgroups());
-    }
-
-    /// The service's cgroups, for the caller to remove (with
-    /// [`remove_all`]) when it suits it; the group forgets them.
+    /// The service's cgroups once it is stopped for good, for the caller
+    /// to remove (with [`remove_all`]) when it suits it; the group forgets
+    /// them.
     pub fn take_cgroups(&mut self) -> Vec<ServiceCgroup> {
         self.cgroup
             .take()
