@@ -9,6 +9,27 @@
 /// Lines longer than this are split.
 pub const MAX_LINE: usize = 16 * 1024;
 
+/// A complete line, as [`LineDecoder::feed_lines`] hands it out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Line<'a> {
+    /// A slice of the bytes fed, newline included: not longer than the
+    /// maximum, not ended by `\r\n`.
+    Verbatim(&'a [u8]),
+    /// Any other line, without its line ending: one that was cut at the
+    /// maximum, joined from two feeds, or ended by `\r\n`.
+    Text(&'a [u8]),
+}
+
+impl<'a> Line<'a> {
+    /// The line without its line ending.
+    pub fn text(self) -> &'a [u8] {
+        match self {
+            Line::Verbatim(l) => &l[..l.len() - 1],
+            Line::Text(l) => l,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct LineDecoder {
     max: usize,
@@ -33,32 +54,42 @@ impl LineDecoder {
 
     /// Feeds bytes; calls `emit` for every complete line (without its
     /// newline, and without a trailing `\r`).
-    pub fn feed(&mut self, mut data: &[u8], emit: &mut impl FnMut(&[u8])) {
+    pub fn feed(&mut self, data: &[u8], emit: &mut impl FnMut(&[u8])) {
+        self.feed_lines(data, &mut |line| emit(line.text()));
+    }
+
+    /// [`LineDecoder::feed`], with the common case told apart so that the
+    /// caller can copy it in one piece: see [`Line`].
+    pub fn feed_lines(&mut self, mut data: &[u8], emit: &mut impl FnMut(Line<'_>)) {
         if !self.partial.is_empty() {
             match memchr::memchr(b'\n', data) {
                 Some(nl) => {
                     self.partial.extend_from_slice(&data[..nl]);
                     let line = std::mem::take(&mut self.partial);
-                    self.emit_split(&line, emit);
+                    self.emit_split(&line, &mut |l| emit(Line::Text(l)));
                     self.partial = line;
                     self.partial.clear();
                     data = &data[nl + 1..];
                 }
                 None => {
                     self.partial.extend_from_slice(data);
-                    self.drain_overlong(emit);
+                    self.drain_overlong(&mut |l| emit(Line::Text(l)));
                     return;
                 }
             }
         }
         let mut start = 0;
         for nl in memchr::memchr_iter(b'\n', data) {
-            self.emit_split(&data[start..nl], emit);
+            if nl - start <= self.max && (nl == start || data[nl - 1] != b'\r') {
+                emit(Line::Verbatim(&data[start..=nl]));
+            } else {
+                self.emit_split(&data[start..nl], &mut |l| emit(Line::Text(l)));
+            }
             start = nl + 1;
         }
         if start < data.len() {
             self.partial.extend_from_slice(&data[start..]);
-            self.drain_overlong(emit);
+            self.drain_overlong(&mut |l| emit(Line::Text(l)));
         }
     }
 
@@ -190,6 +221,38 @@ mod tests {
             assert!(piece.len() <= 5);
         }
         assert_eq!(got.concat(), text);
+    }
+
+    #[test]
+    fn verbatim_lines_keep_their_newline_and_the_rest_come_as_feed_gives_them() {
+        let mut d = LineDecoder::new(5);
+        let mut got: Vec<(bool, Vec<u8>)> = Vec::new();
+        let chunks: [&[u8]; 2] = [b"ab\ncd\r\n\n123456\npar", b"tial\nok\n"];
+        for c in chunks {
+            d.feed_lines(c, &mut |l| match l {
+                Line::Verbatim(l) => got.push((true, l.to_vec())),
+                Line::Text(l) => got.push((false, l.to_vec())),
+            });
+        }
+        let want: [(bool, &[u8]); 7] = [
+            (true, b"ab\n"),
+            (false, b"cd"),
+            (true, b"\n"),
+            // Longer than the maximum: cut.
+            (false, b"12345"),
+            (false, b"6"),
+            // Joined from two reads: a slice of neither.
+            (false, b"partial"),
+            (true, b"ok\n"),
+        ];
+        let want: Vec<(bool, Vec<u8>)> = want.iter().map(|(v, l)| (*v, l.to_vec())).collect();
+        assert_eq!(got, want);
+        // `feed` gives the same lines, each without its line ending.
+        let bare: Vec<Vec<u8>> = want
+            .iter()
+            .map(|(v, l)| if *v { l[..l.len() - 1].to_vec() } else { l.clone() })
+            .collect();
+        assert_eq!(lines(5, &chunks), bare);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::time::SystemTime;
 
 use tokio::sync::broadcast;
 
-pub use decoder::{LineDecoder, MAX_LINE};
+pub use decoder::{Line, LineDecoder, MAX_LINE};
 pub use file::LogFile;
 pub use pump::pump;
 pub use ring::Ring;
@@ -292,22 +292,57 @@ impl LineBatch<'_> {
         self.push_text(std::borrow::Cow::Borrowed(text), text.len());
     }
 
-    fn push_text(&mut self, text: std::borrow::Cow<'_, str>, raw_len: usize) {
+    /// Whether lines go only to the ring and the file (no echo, no
+    /// watch, no follower): then [`LineBatch::push_verbatim`] may be used.
+    pub fn is_plain(&self) -> bool {
+        !self.echo && !self.follow && self.watch.is_none()
+    }
+
+    /// A line with its newline, copied as it is: a [`Line::Verbatim`] of
+    /// a read that is valid UTF-8 as a whole (so the line is valid text),
+    /// into a plain batch. The flood path: a prefix and one copy per line,
+    /// nothing else.
+    #[inline]
+    pub fn push_verbatim(&mut self, line: &[u8]) {
+        debug_assert!(self.is_plain() && line.ends_with(b"\n"));
+        self.begin_line();
+        self.out.extend_from_slice(self.prefix.as_bytes());
+        self.out.extend_from_slice(line);
+        self.lines += 1;
+        self.bytes += line.len() as u64;
+        if self.out.len() >= writer::BATCH_BYTES {
+            self.cut();
+        }
+    }
+
+    /// Numbers the next line; the first one of a batch gets its buffer.
+    #[inline]
+    fn begin_line(&mut self) -> u64 {
         let seq = self.ring.next_seq();
         if self.lines == 0 {
             self.first_seq = seq;
         }
         if self.out.capacity() == 0 {
-            // Room for what was read plus the prefixes, not a whole batch:
-            // a line of a quiet service should not cost 64 KiB. A full
-            // batch ends with at most one line past the limit, whose
-            // invalid bytes may each grow to three (U+FFFD).
-            self.out = self
-                .log
-                .writer
-                .pool
-                .take((self.hint * 2 + 256).min(writer::BATCH_BYTES + 3 * MAX_LINE + 256));
+            self.take_buffer();
         }
+        seq
+    }
+
+    #[cold]
+    fn take_buffer(&mut self) {
+        // Room for what was read plus the prefixes, not a whole batch: a
+        // line of a quiet service should not cost 64 KiB. A full batch
+        // ends with at most one line past the limit, whose invalid bytes
+        // may each grow to three (U+FFFD).
+        self.out = self
+            .log
+            .writer
+            .pool
+            .take((self.hint * 2 + 256).min(writer::BATCH_BYTES + 3 * MAX_LINE + 256));
+    }
+
+    fn push_text(&mut self, text: std::borrow::Cow<'_, str>, raw_len: usize) {
+        let seq = self.begin_line();
         self.out.extend_from_slice(self.prefix.as_bytes());
         self.out.extend_from_slice(text.as_bytes());
         self.out.push(b'\n');

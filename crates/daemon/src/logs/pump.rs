@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::io::unix::AsyncFd;
 
-use super::decoder::LineDecoder;
+use super::decoder::{Line, LineDecoder};
 use super::{ServiceLog, Stream};
 
 const READ_SIZE: usize = 256 * 1024;
@@ -114,12 +114,14 @@ async fn drain(log: &ServiceLog, pid: u32, source: &mut Source) -> bool {
                     let mut batch = log.batch(source.stream, pid, n);
                     let read = &buf[..n];
                     let text = std::str::from_utf8(read).ok();
-                    source
-                        .decoder
-                        .feed(read, &mut |line| match within(text, read, line) {
+                    let verbatim = text.is_some() && batch.is_plain();
+                    source.decoder.feed_lines(read, &mut |line| match line {
+                        Line::Verbatim(line) if verbatim => batch.push_verbatim(line),
+                        other => match within(text, read, other.text()) {
                             Some(line) => batch.push_str(line),
-                            None => batch.push(line),
-                        });
+                            None => batch.push(other.text()),
+                        },
+                    });
                     Ok(Some(batch.finish()))
                 }
                 Err(nix::errno::Errno::EINTR) => Ok(Some(Vec::new())),

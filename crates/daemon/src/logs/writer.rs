@@ -169,11 +169,15 @@ impl LogWriter {
 /// before looking again, so lines trickling in from many services are
 /// written together: at most a few hundred wake-ups a second however many
 /// lines arrive, instead of two context switches per line. Never while
-/// idle (the wait follows work), and never under a flood (a wake-up that
-/// finds much to write looks again at once). A flush cuts it short: the
-/// last lines of a shutdown are not kept waiting.
+/// idle (the wait follows work), and never under a flood: a wake-up that
+/// finds much to write, or many messages (a burst of notes from many
+/// services at once, such as a shutdown's "stopping", whose senders
+/// would otherwise wait on a full queue for the whole linger), looks
+/// again at once. A flush cuts it short: the last lines of a shutdown are
+/// not kept waiting.
 const LINGER: Duration = Duration::from_millis(2);
 const LINGER_BELOW: usize = BATCH_BYTES / 2;
+const LINGER_BELOW_MESSAGES: usize = QUEUE / 8;
 
 fn run(
     mut rx: mpsc::Receiver<Msg>,
@@ -192,10 +196,12 @@ fn run(
     };
     while let Some(msg) = rx.blocking_recv() {
         let mut written = w.handle(msg, pool);
+        let mut messages = 1;
         while let Ok(msg) = rx.try_recv() {
             written += w.handle(msg, pool);
+            messages += 1;
         }
-        if written > 0 && written < LINGER_BELOW {
+        if written > 0 && written < LINGER_BELOW && messages < LINGER_BELOW_MESSAGES {
             // May return early (a flush, or spuriously): that only means
             // a smaller gathering.
             std::thread::park_timeout(LINGER);
