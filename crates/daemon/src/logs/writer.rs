@@ -179,6 +179,12 @@ const LINGER: Duration = Duration::from_millis(2);
 const LINGER_BELOW: usize = BATCH_BYTES / 2;
 const LINGER_BELOW_MESSAGES: usize = QUEUE / 8;
 
+/// Whether a wake-up that wrote `written` bytes from `messages` messages
+/// found so little that the next one should wait for more.
+fn should_linger(written: usize, messages: usize) -> bool {
+    written > 0 && written < LINGER_BELOW && messages < LINGER_BELOW_MESSAGES
+}
+
 fn run(
     mut rx: mpsc::Receiver<Msg>,
     dir: PathBuf,
@@ -201,7 +207,7 @@ fn run(
             written += w.handle(msg, pool);
             messages += 1;
         }
-        if written > 0 && written < LINGER_BELOW && messages < LINGER_BELOW_MESSAGES {
+        if should_linger(written, messages) {
             // May return early (a flush, or spuriously): that only means
             // a smaller gathering.
             std::thread::park_timeout(LINGER);
@@ -317,5 +323,27 @@ impl Writer {
                 0
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lingers_only_after_a_trickle() {
+        // A line or two: wait for more.
+        assert!(should_linger(120, 1));
+        assert!(should_linger(LINGER_BELOW - 1, LINGER_BELOW_MESSAGES - 1));
+        // Nothing written (a flush, new limits): nothing to gather.
+        assert!(!should_linger(0, 1));
+        // A flood: look again at once.
+        assert!(!should_linger(LINGER_BELOW, 1));
+        // A burst of small notes from many services (a shutdown's
+        // "stopping"): their senders may be waiting on a full queue.
+        assert!(!should_linger(
+            48 * LINGER_BELOW_MESSAGES,
+            LINGER_BELOW_MESSAGES
+        ));
     }
 }

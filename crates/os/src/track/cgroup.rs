@@ -266,6 +266,30 @@ mod tests {
         assert!(ServiceCgroup::open(dir).populated());
     }
 
+    /// Once the folder's descriptor is kept (for the clone), its files are
+    /// opened relative to it: the same answers as by path.
+    #[test]
+    fn files_are_read_relative_to_the_kept_folder() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("svc");
+        let cg = ServiceCgroup::create(dir.clone()).unwrap();
+        let for_clone = cg.dir_for_clone().unwrap();
+        // Moved away: by path there would be nothing to read (and the
+        // answer would be "empty"); through the folder's descriptor the
+        // files are still there.
+        let moved = root.path().join("moved");
+        fs::rename(&dir, &moved).unwrap();
+        fs::write(moved.join("cgroup.events"), "populated 1\nfrozen 0\n").unwrap();
+        fs::write(moved.join("cgroup.procs"), "12\n34\n").unwrap();
+        assert!(cg.populated());
+        assert_eq!(cg.pids(), [12, 34]);
+        // The clone's copy is a descriptor of its own: closing it leaves
+        // the kept one working.
+        drop(for_clone);
+        fs::write(moved.join("cgroup.events"), "populated 0\nfrozen 0\n").unwrap();
+        assert!(!cg.populated());
+    }
+
     #[test]
     fn unescapes_mountinfo_paths() {
         assert_eq!(unescape_mount("/a\\040b"), "/a b");
