@@ -136,9 +136,9 @@ impl Group {
                 let cg = ServiceCgroup::create(path)?;
                 if fresh {
                     plan.cgroup_dir = Some(cg.dir_for_clone()?);
-                    plan.cgroup_dir_procs = Some(cg.procs_for_child()?);
+                    plan.cgroup_dir_procs = Some(cg.procs_kept_for_child()?);
                 } else {
-                    plan.cgroup_procs.push(cg.procs_for_child()?);
+                    plan.cgroup_procs.push(cg.procs_kept_for_child()?);
                 }
                 self.cgroup = Some(cg);
             }
@@ -387,6 +387,70 @@ mod tests {
         )
         .unwrap();
         assert_eq!(g.oom_kills(), 2);
+    }
+
+    /// On the machine's cgroup v2 hierarchy: a first child cloned into a
+    /// fresh cgroup, then a second one (a new group for the same service,
+    /// so the busy folder cannot be replaced) that moves itself in by
+    /// writing `0` to the `cgroup.procs` descriptor the group keeps for
+    /// reading the members. Both are listed through it, and the group is
+    /// empty once they are killed.
+    #[test]
+    fn members_are_read_through_the_descriptor_the_child_entered_by() {
+        let Some(v2) = Mounts::detect().v2 else {
+            eprintln!("skipped: no cgroup v2 hierarchy");
+            return;
+        };
+        let mounts = Mounts {
+            v2: Some(v2),
+            ..Mounts::default()
+        };
+        let rel = PathBuf::from(format!("blackhole/test-track-{}", std::process::id()));
+        let tracking = Tracking::from_layout(Layout::build(&mounts, &rel, true));
+        let Some(base) = tracking.base().map(Path::to_path_buf) else {
+            eprintln!("skipped: cgroup v2 not writable");
+            return;
+        };
+        // Should an assertion fail, nothing is left sleeping in there.
+        struct KillOnDrop(PathBuf);
+        impl Drop for KillOnDrop {
+            fn drop(&mut self) {
+                let _ = std::fs::write(self.0.join("cgroup.kill"), "1");
+            }
+        }
+        let _guard = KillOnDrop(base.join("svc"));
+        let reaper = crate::spawner::Reaper::global();
+        let sleeper = || SpawnPlan::new(c"/bin/sleep".into(), vec![c"sleep".into(), c"60".into()]);
+        let spawn = |g: &mut Group| {
+            let mut plan = sleeper();
+            g.prepare(&mut plan, &Limits::default()).unwrap();
+            let (spawned, exit) = reaper.spawn_and_watch(&plan).unwrap();
+            g.started(spawned.pid);
+            (spawned.pid as i32, exit)
+        };
+        let mut first = tracking.group("svc");
+        let (a, exit_a) = spawn(&mut first);
+        assert_eq!(first.members(), [a]);
+        let mut second = tracking.group("svc");
+        let (b, exit_b) = spawn(&mut second);
+        let mut both = second.members();
+        both.sort();
+        let mut want = vec![a, b];
+        want.sort();
+        assert_eq!(both, want, "listed through the descriptor the child wrote");
+        assert!(!second.is_empty());
+        second.kill_all();
+        reaper.wait_blocking(exit_a);
+        reaper.wait_blocking(exit_b);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !second.is_empty() {
+            assert!(std::time::Instant::now() < deadline, "cgroup never emptied");
+            std::thread::yield_now();
+        }
+        assert!(second.members().is_empty());
+        drop(first);
+        remove_all(second.take_cgroups());
+        let _ = std::fs::remove_dir(&base);
     }
 
     #[test]
