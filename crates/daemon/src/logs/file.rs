@@ -5,10 +5,30 @@
 //! beyond the file count is deleted. `max_files` counts every file,
 //! the active one included. Rotation is written here rather than taken
 //! from a crate because it must never cut a line in two.
+//!
+//! A file that takes a flood (writes of [`FLOOD_WRITE`] or more) gets its
+//! disk space ahead of the writes, [`RESERVE_STEP`] at a time, with
+//! `fallocate(FALLOC_FL_KEEP_SIZE)`: its size, and so what readers see,
+//! is unchanged, but the write no longer reserves space page by page
+//! (ext4's delayed-allocation bookkeeping was most of the log writer's
+//! time in a flood). What is not used is given back when the file is
+//! closed or rotated; a file left with some by a killed orchestrator
+//! gives it back when it is opened again.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use nix::fcntl::FallocateFlags;
+
+/// A write at least this large is part of a flood (a full batch from the
+/// pump); only those make the file reserve space, so a quiet service's
+/// file never has any beyond its end.
+pub const FLOOD_WRITE: usize = 32 * 1024;
+/// How much is reserved past the end at a time: at most this is allocated
+/// and unused per flooded file.
+pub const RESERVE_STEP: u64 = 4 << 20;
 
 pub struct LogFile {
     path: PathBuf,
@@ -16,6 +36,11 @@ pub struct LogFile {
     size: u64,
     max_size: u64,
     max_files: u32,
+    /// Space is allocated up to this offset (0: none reserved).
+    reserved_to: u64,
+    /// The file system takes reservations: not tmpfs (where it would pin
+    /// memory for nothing), and fallocate did not say it cannot.
+    can_reserve: bool,
 }
 
 impl LogFile {
@@ -27,6 +52,8 @@ impl LogFile {
             size: 0,
             max_size: max_size.max(1),
             max_files: max_files.max(1),
+            reserved_to: 0,
+            can_reserve: false,
         };
         f.reopen()?;
         Ok(f)
@@ -49,9 +76,64 @@ impl LogFile {
             .create(true)
             .append(true)
             .open(&self.path)?;
-        self.size = file.metadata()?.len();
+        let meta = file.metadata()?;
+        self.size = meta.len();
+        self.reserved_to = 0;
+        self.can_reserve = meta.is_file()
+            && nix::sys::statfs::fstatfs(&file)
+                .is_ok_and(|fs| fs.filesystem_type() != nix::sys::statfs::TMPFS_MAGIC);
+        // More blocks than the data needs: space an earlier run reserved
+        // and could not give back (it was killed).
+        if meta.blocks() * 512 > meta.len() + RESERVE_STEP / 2 {
+            let _ = file.set_len(meta.len());
+        }
         self.file = Some(file);
         Ok(())
+    }
+
+    /// Allocates the next [`RESERVE_STEP`] (never past the rotation point)
+    /// when a flood's write would go beyond what is reserved. Failure
+    /// (disk full, a file system without it) only means the write reserves
+    /// its own space as usual.
+    fn reserve_for(&mut self, len: usize) {
+        if !self.can_reserve || len < FLOOD_WRITE || self.size + len as u64 <= self.reserved_to {
+            return;
+        }
+        let Some(f) = &self.file else { return };
+        let step = RESERVE_STEP.min(self.max_size.saturating_sub(self.size));
+        if step < len as u64 {
+            return;
+        }
+        match nix::fcntl::fallocate(
+            f,
+            FallocateFlags::FALLOC_FL_KEEP_SIZE,
+            self.size as libc::off_t,
+            step as libc::off_t,
+        ) {
+            Ok(()) => self.reserved_to = self.size + step,
+            Err(
+                nix::errno::Errno::EOPNOTSUPP
+                | nix::errno::Errno::ENOSYS
+                | nix::errno::Errno::ESPIPE
+                | nix::errno::Errno::ENODEV,
+            ) => {
+                self.can_reserve = false;
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Gives back what was reserved and not written.
+    pub fn release(&mut self) {
+        if self.reserved_to > self.size
+            && let Some(f) = &self.file
+        {
+            // The length on disk, not ours: nothing written is cut off.
+            if let Ok(meta) = f.metadata() {
+                let _ = f.set_len(meta.len());
+            }
+        }
+        self.reserved_to = 0;
     }
 
     /// Appends whole lines (`bytes` ends with a newline), rotating between
@@ -86,6 +168,7 @@ impl LogFile {
     }
 
     fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.reserve_for(bytes.len());
         let Some(f) = &mut self.file else {
             return Err(io::Error::other("log file is not open"));
         };
@@ -103,6 +186,7 @@ impl LogFile {
     }
 
     fn rotate(&mut self) -> io::Result<()> {
+        self.release();
         self.file = None;
         let keep = self.max_files - 1;
         let numbered = |n: u32| PathBuf::from(format!("{}.{n}", self.path.display()));
@@ -119,6 +203,12 @@ impl LogFile {
             fs::rename(&self.path, numbered(1))?;
         }
         self.reopen()
+    }
+}
+
+impl Drop for LogFile {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -178,6 +268,105 @@ mod tests {
             fs::read_to_string(dir.path().join("big.log.1")).unwrap(),
             "0123456789abcdef\n"
         );
+    }
+
+    /// Bytes allocated to the file on disk.
+    fn allocated(path: &Path) -> u64 {
+        fs::metadata(path).unwrap().blocks() * 512
+    }
+
+    /// A temporary folder on a file system that takes reservations, if
+    /// the machine's temporary folder is one (not tmpfs).
+    fn reserving_dir() -> Option<tempfile::TempDir> {
+        let dir = tempfile::tempdir().unwrap();
+        let probe = File::create(dir.path().join("probe")).unwrap();
+        let ok = nix::fcntl::fallocate(&probe, FallocateFlags::FALLOC_FL_KEEP_SIZE, 0, 4096)
+            .is_ok()
+            && nix::sys::statfs::fstatfs(&probe)
+                .is_ok_and(|fs| fs.filesystem_type() != nix::sys::statfs::TMPFS_MAGIC);
+        if !ok {
+            eprintln!("skipped: the temporary folder's file system takes no reservations");
+        }
+        ok.then_some(dir)
+    }
+
+    fn lines(total: usize) -> Vec<u8> {
+        let line = [b"x".repeat(99), b"\n".to_vec()].concat();
+        line.repeat(total / line.len())
+    }
+
+    /// A flood's write reserves the next step; the size stays the data's;
+    /// what was not used is given back on release and when the file is
+    /// closed. A trickle reserves nothing.
+    #[test]
+    fn a_flood_reserves_space_ahead_and_gives_back_what_it_did_not_use() {
+        let Some(dir) = reserving_dir() else { return };
+        let path = dir.path().join("flood.log");
+        let mut f = LogFile::open(path.clone(), 1 << 30, 2).unwrap();
+        f.write_lines(b"a quiet line\n").unwrap();
+        assert!(
+            allocated(&path) < FLOOD_WRITE as u64,
+            "a trickle reserved space"
+        );
+        let batch = lines(64 * 1024);
+        f.write_lines(&batch).unwrap();
+        let size = fs::metadata(&path).unwrap().len();
+        assert_eq!(size, 13 + batch.len() as u64, "the size is the data's");
+        assert!(
+            allocated(&path) >= RESERVE_STEP,
+            "{} allocated",
+            allocated(&path)
+        );
+        // More floods inside the step reserve nothing more.
+        for _ in 0..10 {
+            f.write_lines(&batch).unwrap();
+        }
+        assert!(allocated(&path) < RESERVE_STEP + 2 * batch.len() as u64);
+        f.release();
+        let size = fs::metadata(&path).unwrap().len();
+        assert!(allocated(&path) < size + 64 * 1024, "kept after release");
+        f.write_lines(&batch).unwrap();
+        assert!(allocated(&path) >= size + RESERVE_STEP);
+        drop(f);
+        let size = fs::metadata(&path).unwrap().len();
+        assert!(allocated(&path) < size + 64 * 1024, "kept after close");
+        assert_eq!(size, 13 + 12 * batch.len() as u64);
+    }
+
+    /// Reservations stop at the rotation point, and the rotated file keeps
+    /// nothing beyond its end.
+    #[test]
+    fn reservations_never_pass_the_rotation_point() {
+        let Some(dir) = reserving_dir() else { return };
+        let path = dir.path().join("rot.log");
+        let max = 1 << 20;
+        let mut f = LogFile::open(path.clone(), max, 3).unwrap();
+        let batch = lines(64 * 1024);
+        for _ in 0..20 {
+            f.write_lines(&batch).unwrap();
+        }
+        let rotated = dir.path().join("rot.log.1");
+        let size = fs::metadata(&rotated).unwrap().len();
+        assert!(size <= max);
+        assert!(allocated(&rotated) < size + 64 * 1024);
+        assert!(allocated(&path) <= max + 64 * 1024);
+    }
+
+    /// Space a killed orchestrator left reserved is given back when the
+    /// file is opened again.
+    #[test]
+    fn opening_gives_back_what_an_earlier_run_left_reserved() {
+        let Some(dir) = reserving_dir() else { return };
+        let path = dir.path().join("left.log");
+        let file = File::create(&path).unwrap();
+        (&file).write_all(b"old\n").unwrap();
+        nix::fcntl::fallocate(&file, FallocateFlags::FALLOC_FL_KEEP_SIZE, 0, 8 << 20).unwrap();
+        drop(file);
+        assert!(allocated(&path) >= 8 << 20);
+        let mut f = LogFile::open(path.clone(), 1 << 30, 2).unwrap();
+        assert!(allocated(&path) < 64 * 1024);
+        f.write_lines(b"new\n").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "old\nnew\n");
     }
 
     #[test]

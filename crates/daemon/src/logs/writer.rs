@@ -186,7 +186,9 @@ impl LogWriter {
         let _ = self.tx.send(Msg::Close(service.into())).await;
     }
 
-    /// Returns once everything queued before it is written.
+    /// Returns once everything queued before it is written, and the disk
+    /// space reserved ahead of floods is given back (the shutdown's last
+    /// step for the logs).
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Msg::Flush(tx)).await.is_ok() {
@@ -352,6 +354,9 @@ impl Writer {
                 0
             }
             Msg::Flush(done) => {
+                for f in files.values_mut() {
+                    f.release();
+                }
                 let _ = done.send(());
                 0
             }
@@ -413,6 +418,39 @@ mod tests {
         );
         assert!(kept <= SPARE_BUFFERS);
         assert_eq!(counters.dropped.load(Ordering::Relaxed), 0);
+    }
+
+    /// The shutdown's flush gives back the space reserved ahead of a
+    /// flood, with the file still open.
+    #[tokio::test]
+    async fn a_flush_gives_back_the_space_reserved_for_a_flood() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let w = LogWriter::start(dir.path().to_path_buf(), u64::MAX, 1).unwrap();
+        let counters = Arc::new(Counters::default());
+        let mut b = w.pool.take(BATCH_BYTES + 1024);
+        while b.len() < BATCH_BYTES {
+            b.extend_from_slice(&[b'x'; 99]);
+            b.push(b'\n');
+        }
+        let len = b.len() as u64;
+        w.send(Batch {
+            service: "flood".into(),
+            bytes: Arc::new(b),
+            lines: len / 100,
+            counters,
+        })
+        .await;
+        w.flush().await;
+        let meta = std::fs::metadata(dir.path().join("flood.log")).unwrap();
+        assert_eq!(meta.len(), len);
+        // Whether or not this file system took the reservation, nothing
+        // beyond the data (rounded up to blocks) is left allocated.
+        assert!(
+            meta.blocks() * 512 < len + 64 * 1024,
+            "{} bytes allocated for {len}",
+            meta.blocks() * 512
+        );
     }
 
     #[test]
