@@ -406,7 +406,15 @@ impl Processes for OsProcesses {
                 let _ = exit_rx.await;
                 return Err(LaunchError::Failed(e));
             }
-            if let Some(r) = &self.ctx.records {
+            // A service in a cgroup is found through the recorded cgroup
+            // folders; only one tracked by its process tree needs its pid
+            // and start time written down. Reading that start time from
+            // `/proc/PID/stat` also left the process's `/proc` entries
+            // cached, and the kernel tearing them down at every reap was a
+            // tenth of a shutdown's time on the runtime thread.
+            if let Some(r) = &self.ctx.records
+                && !self.group.in_cgroup()
+            {
                 r.started(&spec.name, spawned.pid);
             }
             Ok(Launched {

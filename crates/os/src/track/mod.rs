@@ -207,6 +207,12 @@ impl Group {
         }
     }
 
+    /// The service's processes are tracked by a cgroup (not by their
+    /// process tree).
+    pub fn in_cgroup(&self) -> bool {
+        self.cgroup.is_some()
+    }
+
     /// Live processes of the service.
     pub fn members(&mut self) -> Vec<i32> {
         match &self.cgroup {
