@@ -161,6 +161,9 @@ impl ServiceCgroup {
     /// read, yes: a service is never declared stopped on a guess. A cgroup
     /// that no longer exists is empty (it could only be removed so).
     pub fn populated(&self) -> bool {
+        if let Some(answer) = self.populated_by_members() {
+            return answer;
+        }
         let gone = |e: &io::Error| {
             e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENODEV)
         };
@@ -173,6 +176,25 @@ impl ServiceCgroup {
             },
             Err(_) => true,
         }
+    }
+
+    /// `populated` from descriptors already open, without opening
+    /// `cgroup.events` (whose first open, a kernfs inode made for it, was
+    /// a tenth of the runtime thread's samples in a shutdown): a cgroup
+    /// without sub-folders is populated exactly when its member list is
+    /// not empty. A folder's link count is 2 plus its sub-folders; it is
+    /// read after the list, so a process that moved into a new sub-folder
+    /// before the list was read is seen as that sub-folder. `None`: ask
+    /// `cgroup.events`.
+    fn populated_by_members(&self) -> Option<bool> {
+        let dir = self.dir.get()?;
+        self.procs.get()?;
+        let pids = self.read_pids().ok()?;
+        if !pids.is_empty() {
+            return Some(true);
+        }
+        let links = nix::sys::stat::fstat(dir).ok()?.st_nlink;
+        (links == 2).then_some(false)
     }
 
     /// The file whose modification announces a change of `populated`.
@@ -316,6 +338,30 @@ mod tests {
         // the kept one working.
         drop(for_clone);
         fs::write(moved.join("cgroup.events"), "populated 0\nfrozen 0\n").unwrap();
+        fs::write(moved.join("cgroup.procs"), "").unwrap();
+        assert!(!cg.populated());
+    }
+
+    /// With the folder and `cgroup.procs` kept (a child was prepared), an
+    /// empty member list answers for a folder without sub-folders, and
+    /// `cgroup.events` (which here says otherwise) is not consulted; a
+    /// sub-folder may hold members, so then it is.
+    #[test]
+    fn an_empty_member_list_answers_only_without_sub_folders() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("svc");
+        let cg = ServiceCgroup::create(dir.clone()).unwrap();
+        fs::write(dir.join("cgroup.procs"), "").unwrap();
+        fs::write(dir.join("cgroup.events"), "populated 1\nfrozen 0\n").unwrap();
+        let _for_clone = cg.dir_for_clone().unwrap();
+        let _for_child = cg.procs_kept_for_child().unwrap();
+        assert!(!cg.populated(), "decided by the empty member list");
+        fs::write(dir.join("cgroup.procs"), "12\n").unwrap();
+        assert!(cg.populated());
+        fs::write(dir.join("cgroup.procs"), "").unwrap();
+        fs::create_dir(dir.join("child")).unwrap();
+        assert!(cg.populated(), "a sub-folder: cgroup.events decides");
+        fs::write(dir.join("cgroup.events"), "populated 0\nfrozen 0\n").unwrap();
         assert!(!cg.populated());
     }
 
