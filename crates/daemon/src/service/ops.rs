@@ -408,10 +408,8 @@ impl Processes for OsProcesses {
             }
             // A service in a cgroup is found through the recorded cgroup
             // folders; only one tracked by its process tree needs its pid
-            // and start time written down. Reading that start time from
-            // `/proc/PID/stat` also left the process's `/proc` entries
-            // cached, and the kernel tearing them down at every reap was a
-            // tenth of a shutdown's time on the runtime thread.
+            // and start time written down (reading the start time is an
+            // open, a read and a close of `/proc/PID/stat` per start).
             if let Some(r) = &self.ctx.records
                 && !self.group.in_cgroup()
             {

@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+
 use crate::kernfs::{self, Kind};
 
 /// A service's cgroup directory.
@@ -64,19 +67,22 @@ impl ServiceCgroup {
         let file = match slot.get() {
             Some(f) => f,
             None => {
-                let f = match self.dir.get() {
-                    Some(dir) => File::from(nix::fcntl::openat(
-                        dir,
-                        name,
-                        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
-                        nix::sys::stat::Mode::empty(),
-                    )?),
-                    None => File::open(self.path.join(name))?,
-                };
+                let f = self.open_file(name, OFlag::O_RDONLY)?;
                 slot.get_or_init(|| f)
             }
         };
         kernfs::reread(file, kind)
+    }
+
+    /// Opens `name` in the folder: relative to its kept descriptor when
+    /// there is one (a look-up of one name), else by path.
+    fn open_file(&self, name: &str, access: OFlag) -> io::Result<File> {
+        let flags = access | OFlag::O_CLOEXEC;
+        let fd = match self.dir.get() {
+            Some(dir) => nix::fcntl::openat(dir, name, flags, Mode::empty())?,
+            None => nix::fcntl::open(&self.path.join(name), flags, Mode::empty())?,
+        };
+        Ok(File::from(fd))
     }
 
     pub fn path(&self) -> &Path {
@@ -92,20 +98,7 @@ impl ServiceCgroup {
         let file = match self.procs.get() {
             Some(f) => f,
             None => {
-                let flags = nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC;
-                let f = match self.dir.get() {
-                    Some(dir) => File::from(nix::fcntl::openat(
-                        dir,
-                        "cgroup.procs",
-                        flags,
-                        nix::sys::stat::Mode::empty(),
-                    )?),
-                    None => fs::OpenOptions::new()
-                        .read(true)
-                        .write(true)
-                        .custom_flags(libc::O_CLOEXEC)
-                        .open(self.path.join("cgroup.procs"))?,
-                };
+                let f = self.open_file("cgroup.procs", OFlag::O_RDWR)?;
                 self.procs.get_or_init(|| f)
             }
         };
