@@ -2,8 +2,8 @@
 //!
 //! - [`spawn`]: a spawn plan prepared entirely in the parent, and the
 //!   fork/exec that carries it out without allocating in the child.
-//! - [`spawner`]: the long-lived thread that forks (so that the
-//!   parent-death signal is tied to a thread that never exits) and the
+//! - [`spawner`]: the long-lived threads that fork (so that the
+//!   parent-death signal is tied to threads that never exit) and the
 //!   single reaper that owns every exit status.
 //! - [`track`]: knowing every process of a service (cgroup, or process
 //!   tree and session when there is no cgroup) and signalling them all.

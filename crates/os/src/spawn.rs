@@ -294,8 +294,9 @@ fn setup_err(what: &'static str) -> impl FnOnce(nix::errno::Errno) -> SpawnError
     }
 }
 
-/// Forks and execs `plan`. The caller must register the returned pid with
-/// the reaper before anything can reap it (see [`crate::spawner`]), and
+/// Forks and execs `plan`. Call it through [`crate::spawner::Reaper::spawn`],
+/// which delivers the child's exit even if it is reaped before the pid is
+/// known, and
 /// should call this from a thread with every signal blocked, so that no
 /// handler of the orchestrator runs in the child before it resets them.
 pub fn spawn(plan: &SpawnPlan) -> Result<Spawned, SpawnError> {
@@ -768,20 +769,26 @@ mod shared {
     struct Reserved {
         /// `/dev/null`; every idle slot is a copy of it.
         placeholder: OwnedFd,
-        slots: [RawFd; SLOT_COUNT],
+        /// One set of slots per spawn that can be in progress at once
+        /// ([`super::CONCURRENT_SPAWNS`]), each held for a whole spawn.
+        groups: [Mutex<[RawFd; SLOT_COUNT]>; super::CONCURRENT_SPAWNS],
         lowest: RawFd,
+        /// Above every slot of every group: a child's private table holds
+        /// the other groups' slots too (placeholders, or another child's
+        /// descriptors, all close-on-exec).
         limit: RawFd,
     }
 
-    fn reserved() -> Option<&'static Mutex<Reserved>> {
-        static RESERVED: OnceLock<Option<Mutex<Reserved>>> = OnceLock::new();
+    fn reserved() -> Option<&'static Reserved> {
+        static RESERVED: OnceLock<Option<Reserved>> = OnceLock::new();
         RESERVED.get_or_init(reserve).as_ref()
     }
 
-    fn reserve() -> Option<Mutex<Reserved>> {
+    fn reserve() -> Option<Reserved> {
         let placeholder: OwnedFd = std::fs::File::open("/dev/null").ok()?.into();
-        let mut taken: Vec<OwnedFd> = Vec::with_capacity(SLOT_COUNT);
-        for _ in 0..SLOT_COUNT {
+        let total = SLOT_COUNT * super::CONCURRENT_SPAWNS;
+        let mut taken: Vec<OwnedFd> = Vec::with_capacity(total);
+        for _ in 0..total {
             // SAFETY: F_DUPFD_CLOEXEC on a descriptor we own.
             let fd =
                 unsafe { libc::fcntl(placeholder.as_raw_fd(), libc::F_DUPFD_CLOEXEC, SLOT_BASE) };
@@ -792,19 +799,19 @@ mod shared {
             // SAFETY: just returned by fcntl, owned by nobody else.
             taken.push(unsafe { OwnedFd::from_raw_fd(fd) });
         }
+        let lowest = taken.iter().map(|fd| fd.as_raw_fd()).min()?;
+        let limit = taken.iter().map(|fd| fd.as_raw_fd()).max()? + 1;
         // From here the reservation owns them for the life of the process.
-        let mut slots = [0; SLOT_COUNT];
-        for (slot, fd) in slots.iter_mut().zip(taken) {
-            *slot = fd.into_raw_fd();
-        }
-        let lowest = *slots.iter().min()?;
-        let limit = *slots.iter().max()? + 1;
-        Some(Mutex::new(Reserved {
+        let mut numbers = taken.into_iter().map(IntoRawFd::into_raw_fd);
+        let groups = std::array::from_fn(|_| {
+            Mutex::new(std::array::from_fn(|_| numbers.next().unwrap_or(-1)))
+        });
+        Some(Reserved {
             placeholder,
-            slots,
+            groups,
             lowest,
             limit,
-        }))
+        })
     }
 
     pub(super) fn available() -> bool {
@@ -817,29 +824,40 @@ mod shared {
         let _ = reserved();
     }
 
-    /// The slots, held for one spawn.
+    /// One group of slots, held for one spawn.
     pub(super) struct Slots {
-        reserved: MutexGuard<'static, Reserved>,
+        reserved: &'static Reserved,
+        slots: MutexGuard<'static, [RawFd; SLOT_COUNT]>,
         used: usize,
     }
 
     impl Slots {
         /// None when this spawn must copy the table instead: not
         /// available here, too many descriptors, or a target number that
-        /// would land on a slot.
+        /// would land on a slot, or every group in use (by spawns from
+        /// more threads than the spawning ones: tests, tools).
         pub(super) fn acquire(needed: usize, sources: &[(RawFd, RawFd)]) -> Option<Slots> {
             if !available() || needed > SLOT_COUNT {
                 return None;
             }
-            let reserved = reserved()?.lock().unwrap_or_else(|e| e.into_inner());
+            let reserved = reserved()?;
             if sources.iter().any(|&(_, target)| target >= reserved.lowest) {
                 return None;
             }
-            Some(Slots { reserved, used: 0 })
+            let slots = reserved.groups.iter().find_map(|g| match g.try_lock() {
+                Ok(slots) => Some(slots),
+                Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            })?;
+            Some(Slots {
+                reserved,
+                slots,
+                used: 0,
+            })
         }
 
         fn put(&mut self, fd: RawFd) -> Result<RawFd, SpawnError> {
-            let slot = self.reserved.slots[self.used];
+            let slot = self.slots[self.used];
             // SAFETY: dup3 onto a slot this reservation owns (it replaces
             // and closes the placeholder copy there); `fd` is owned by the
             // caller and open.
@@ -878,7 +896,7 @@ mod shared {
     impl Drop for Slots {
         fn drop(&mut self) {
             let placeholder = self.reserved.placeholder.as_raw_fd();
-            for &slot in &self.reserved.slots[..self.used] {
+            for &slot in &self.slots[..self.used] {
                 // SAFETY: as in `put`; this closes the slot's copy of the
                 // child's descriptor (the child has exec'd or exited).
                 if unsafe { libc::dup3(placeholder, slot, libc::O_CLOEXEC) } < 0 {
@@ -895,6 +913,13 @@ mod shared {
 }
 
 pub use shared::reserve_early as reserve_descriptor_slots;
+
+/// How many spawns can be in progress at once: the spawning threads, and
+/// the groups of descriptor slots. A spawn waits (`CLONE_VFORK`) while its
+/// child runs up to exec, which costs more than the fork itself; with two
+/// in progress the start-up of 100 services took 100 instead of 123 ms on
+/// 2 cores, and four did no better than two.
+pub const CONCURRENT_SPAWNS: usize = 2;
 
 /// Whether children get a private table copied from the reserved slots
 /// (false: they get a copy of the whole table).

@@ -1,29 +1,33 @@
-//! One reaper for the whole process, and the thread that forks.
+//! One reaper for the whole process, and the threads that fork.
 //!
 //! The orchestrator is a child subreaper: orphaned grandchildren of
 //! services are re-parented to it and must be reaped, or they stay zombies.
 //! Reaping them with `waitpid(-1)` would steal the exit statuses of tracked
 //! children from anyone else waiting on them, so there is exactly one
-//! reaper and every child is registered with it. Registration happens under
-//! the same lock the reaper holds while calling `waitpid`, in the same
-//! critical section as the fork, so no exit can be reaped before the
-//! callback for it exists.
+//! reaper and every child is registered with it. A child can exit, and be
+//! reaped, before the thread that forked it has registered it; so while
+//! any spawn is in progress, an exit nobody registered is kept aside
+//! rather than counted as an orphan's, and the spawn that finishes looks
+//! there first. When no spawn is in progress, what is still kept aside
+//! belonged to orphans. No lock is held across a fork, so spawns proceed
+//! side by side.
 //!
-//! Forking happens on one long-lived thread ([`Spawner`]): the
+//! Forking happens on a few long-lived threads ([`Spawner`]): the
 //! parent-death signal fires when the *thread* that forked a child exits,
 //! so forking from a pool thread that the runtime retires when idle would
-//! kill services for no reason. That thread also keeps every signal
+//! kill services for no reason. Those threads also keep every signal
 //! blocked, so no signal handler of the orchestrator can run in a child
 //! before the child resets its signal handling.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, OnceLock, mpsc};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
+use nix::unistd::Pid;
 
-use crate::spawn::{SpawnError, SpawnPlan, Spawned, spawn};
+use crate::spawn::{CONCURRENT_SPAWNS, SpawnError, SpawnPlan, Spawned, spawn};
 use crate::{ExitStatus, Signal};
 
 /// Called once with the exit status of the process it was registered for.
@@ -34,13 +38,62 @@ pub type ExitCallback = Box<dyn FnOnce(ExitStatus) + Send>;
 pub struct Reaped {
     /// Exits delivered to their callbacks.
     pub tracked: usize,
-    /// Processes nobody registered (orphans re-parented to us).
+    /// Processes nobody registered (orphans re-parented to us), counted
+    /// when no spawn is in progress; the others are counted by the spawn
+    /// that finishes last.
     pub orphans: usize,
 }
 
 #[derive(Default)]
+struct Table {
+    waiting: HashMap<i32, ExitCallback>,
+    /// Spawns between their start and the registration of their child.
+    in_progress: usize,
+    /// Exits reaped while a spawn was in progress that nobody had
+    /// registered: a child of one of those spawns, or an orphan.
+    unclaimed: Vec<(i32, ExitStatus)>,
+}
+
+impl Table {
+    /// Called with the lock held when a spawn ends. Returns the exit of
+    /// `pid` if it was reaped before its registration.
+    fn finish_spawn(&mut self, pid: Option<i32>) -> Option<ExitStatus> {
+        self.in_progress -= 1;
+        let early = pid.and_then(|pid| {
+            // The newest entry: an orphan that had the same number can
+            // only have been reaped before this child existed. Whether
+            // this child is still ours to reap (running, or a zombie)
+            // settles it: then the entry is that orphan's.
+            let at = self.unclaimed.iter().rposition(|(p, _)| *p == pid)?;
+            if is_unreaped_child(pid) {
+                return None;
+            }
+            Some(self.unclaimed.remove(at).1)
+        });
+        if self.in_progress == 0 {
+            for (pid, status) in self.unclaimed.drain(..) {
+                tracing::debug!(pid, %status, "reaped an orphaned process");
+            }
+        }
+        early
+    }
+}
+
+/// Whether `pid` is a child of this process that has not been reaped.
+fn is_unreaped_child(pid: i32) -> bool {
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    loop {
+        match waitid(Id::Pid(Pid::from_raw(pid)), flags) {
+            Err(Errno::EINTR) => continue,
+            Err(Errno::ECHILD) => return false,
+            _ => return true,
+        }
+    }
+}
+
+#[derive(Default)]
 pub struct Reaper {
-    waiting: Mutex<HashMap<i32, ExitCallback>>,
+    table: Mutex<Table>,
 }
 
 impl Reaper {
@@ -50,17 +103,38 @@ impl Reaper {
         REAPER.get_or_init(Reaper::default)
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<i32, ExitCallback>> {
-        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Forks `plan` and registers `on_exit` for it atomically with respect
-    /// to [`Reaper::reap`].
+    /// Forks `plan` and registers `on_exit` for it, such that its exit is
+    /// delivered to `on_exit` however early it comes. `on_exit` runs on
+    /// this thread if the child was reaped before it could be registered.
     pub fn spawn(&self, plan: &SpawnPlan, on_exit: ExitCallback) -> Result<Spawned, SpawnError> {
-        let mut waiting = self.lock();
-        let spawned = spawn(plan)?;
-        waiting.insert(spawned.pid as i32, on_exit);
-        Ok(spawned)
+        self.register_around(|| spawn(plan), on_exit)
+    }
+
+    fn register_around(
+        &self,
+        fork: impl FnOnce() -> Result<Spawned, SpawnError>,
+        on_exit: ExitCallback,
+    ) -> Result<Spawned, SpawnError> {
+        self.lock().in_progress += 1;
+        let result = fork();
+        let mut table = self.lock();
+        let pid = result.as_ref().ok().map(|s| s.pid as i32);
+        match table.finish_spawn(pid) {
+            Some(status) => {
+                drop(table);
+                on_exit(status);
+            }
+            None => {
+                if let Some(pid) = pid {
+                    table.waiting.insert(pid, on_exit);
+                }
+            }
+        }
+        result
     }
 
     /// Reaps every child that has exited. Call on every SIGCHLD.
@@ -68,7 +142,7 @@ impl Reaper {
         let mut done = Vec::new();
         let mut out = Reaped::default();
         {
-            let mut waiting = self.lock();
+            let mut table = self.lock();
             loop {
                 let (pid, status) =
                     match waitpid(None, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
@@ -88,8 +162,9 @@ impl Reaper {
                             break;
                         }
                     };
-                match waiting.remove(&pid.as_raw()) {
+                match table.waiting.remove(&pid.as_raw()) {
                     Some(callback) => done.push((callback, status)),
+                    None if table.in_progress > 0 => table.unclaimed.push((pid.as_raw(), status)),
                     None => {
                         out.orphans += 1;
                         tracing::debug!(pid = pid.as_raw(), %status, "reaped an orphaned process");
@@ -122,7 +197,7 @@ impl Reaper {
 
     /// How many processes are registered and not yet reaped.
     pub fn tracked(&self) -> usize {
-        self.lock().len()
+        self.lock().waiting.len()
     }
 
     /// Spawns and returns a receiver for the exit status (for code without
@@ -166,31 +241,40 @@ struct Job {
     reply: Reply,
 }
 
-/// The thread that forks. Cheap to clone; the thread lives as long as the
-/// process.
+/// The threads that fork ([`CONCURRENT_SPAWNS`] of them, taking jobs from
+/// one queue). Cheap to clone; the threads live as long as the process.
 #[derive(Clone)]
 pub struct Spawner {
     jobs: mpsc::Sender<Job>,
 }
 
 impl Spawner {
-    /// Starts the spawning thread for `reaper`.
+    /// Starts the spawning threads for `reaper`.
     pub fn start(reaper: &'static Reaper) -> std::io::Result<Spawner> {
         crate::spawn::reserve_descriptor_slots();
         let (tx, rx) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("bh-spawner".into())
-            .stack_size(256 * 1024)
-            .spawn(move || {
-                block_all_signals();
-                while let Ok(job) = rx.recv() {
-                    let result = reaper.spawn(&job.plan, job.on_exit);
-                    // The plan's descriptors (cgroup files, readiness pipe
-                    // ends) are closed here, after the fork.
-                    drop(job.plan);
-                    (job.reply)(result);
-                }
-            })?;
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..CONCURRENT_SPAWNS {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name("bh-spawner".into())
+                .stack_size(256 * 1024)
+                .spawn(move || {
+                    block_all_signals();
+                    loop {
+                        // The lock is held while waiting: the other
+                        // threads wait for it instead, and the next job
+                        // goes to whichever holds it then.
+                        let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        let Ok(job) = job else { return };
+                        let result = reaper.spawn(&job.plan, job.on_exit);
+                        // The plan's descriptors (cgroup files, readiness
+                        // pipe ends) are closed here, after the fork.
+                        drop(job.plan);
+                        (job.reply)(result);
+                    }
+                })?;
+        }
         Ok(Spawner { jobs: tx })
     }
 
@@ -315,5 +399,171 @@ mod tests {
         let pid = rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap();
         assert!(pid > 0);
         assert_eq!(reaper.wait_blocking(exit_rx), ExitStatus::Code(0));
+    }
+}
+
+#[cfg(test)]
+mod concurrency_tests {
+    use super::*;
+    use std::ffi::CString;
+    use std::os::fd::{AsFd, OwnedFd};
+
+    fn plan(argv: &[&str]) -> SpawnPlan {
+        let mut plan = SpawnPlan::new(
+            CString::new(argv[0]).unwrap(),
+            argv.iter().map(|s| CString::new(*s).unwrap()).collect(),
+        );
+        plan.output = crate::spawn::Output::Discard;
+        plan
+    }
+
+    fn channel_callback() -> (ExitCallback, mpsc::Receiver<ExitStatus>) {
+        let (tx, rx) = mpsc::channel();
+        (
+            Box::new(move |status| {
+                let _ = tx.send(status);
+            }),
+            rx,
+        )
+    }
+
+    /// Reaps (as the SIGCHLD handler would) until `pid` has been taken
+    /// and kept aside as nobody's.
+    fn reap_until_unclaimed(reaper: &Reaper, pid: u32) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            reaper.reap();
+            if reaper
+                .lock()
+                .unclaimed
+                .iter()
+                .any(|(p, _)| *p == pid as i32)
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "child {pid} was never reaped");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    #[test]
+    fn an_exit_reaped_before_its_registration_reaches_its_callback() {
+        let reaper = Reaper::global();
+        let (on_exit, rx) = channel_callback();
+        let spawned = reaper
+            .register_around(
+                || {
+                    let spawned = spawn(&plan(&["/bin/sh", "-c", "exit 7"]))?;
+                    // The child exits and is reaped before the spawning
+                    // thread gets to register it.
+                    reap_until_unclaimed(reaper, spawned.pid);
+                    Ok(spawned)
+                },
+                on_exit,
+            )
+            .unwrap();
+        assert_eq!(
+            rx.try_recv(),
+            Ok(ExitStatus::Code(7)),
+            "the early exit of {} was not delivered",
+            spawned.pid
+        );
+    }
+
+    #[test]
+    fn an_orphan_that_had_the_same_number_is_not_taken_for_the_child() {
+        let reaper = Reaper::global();
+        let (on_exit, rx) = channel_callback();
+        let spawned = reaper
+            .register_around(
+                || {
+                    let spawned = spawn(&plan(&["/bin/sleep", "30"]))?;
+                    // An orphan with this number, reaped while the spawn
+                    // was in progress (the number was then free again).
+                    reaper
+                        .lock()
+                        .unclaimed
+                        .push((spawned.pid as i32, ExitStatus::Code(99)));
+                    Ok(spawned)
+                },
+                on_exit,
+            )
+            .unwrap();
+        assert_eq!(
+            rx.try_recv(),
+            Err(mpsc::TryRecvError::Empty),
+            "a running child was given an orphan's exit"
+        );
+        nix::sys::signal::kill(
+            Pid::from_raw(spawned.pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        assert_eq!(
+            reaper.wait_blocking(rx),
+            ExitStatus::Signal {
+                signal: Signal::KILL,
+                core_dumped: false
+            }
+        );
+    }
+
+    /// A pipe with one page of room, filled: a child that writes to it
+    /// blocks until the test reads.
+    fn full_pipe() -> (OwnedFd, OwnedFd) {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let size = nix::fcntl::fcntl(w.as_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(4096)).unwrap();
+        nix::unistd::write(&w, &vec![0u8; size as usize]).unwrap();
+        (r, w)
+    }
+
+    #[test]
+    fn a_spawn_completes_while_another_child_is_held_before_exec() {
+        let reaper = Reaper::global();
+        let spawner = Spawner::start(reaper).unwrap();
+        let (release, hold) = full_pipe();
+        let mut held = plan(&["/bin/true"]);
+        // The child's first step writes to each of these (its cgroup's
+        // member list, normally): this one blocks it there.
+        held.cgroup_procs = vec![hold];
+        let (held_exit, held_exit_rx) = channel_callback();
+        let (held_tx, held_rx) = mpsc::channel();
+        spawner.submit(
+            held,
+            held_exit,
+            Box::new(move |r| {
+                let _ = held_tx.send(r.map(|s| s.pid));
+            }),
+        );
+        let (free_exit, free_exit_rx) = channel_callback();
+        let (free_tx, free_rx) = mpsc::channel();
+        spawner.submit(
+            plan(&["/bin/true"]),
+            free_exit,
+            Box::new(move |r| {
+                let _ = free_tx.send(r.map(|s| s.pid));
+            }),
+        );
+        let free = free_rx.recv_timeout(Duration::from_secs(10));
+        let held_done_early = held_rx.try_recv().is_ok();
+        // Let the held child go on, whatever happened above.
+        let mut page = vec![0u8; 4096];
+        nix::unistd::read(&release, &mut page).unwrap();
+        assert!(
+            free.is_ok(),
+            "the second spawn waited for the first one's child"
+        );
+        assert!(
+            !held_done_early,
+            "the held spawn finished while its child was held"
+        );
+        assert!(
+            held_rx
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap()
+                .is_ok()
+        );
+        assert_eq!(reaper.wait_blocking(free_exit_rx), ExitStatus::Code(0));
+        assert_eq!(reaper.wait_blocking(held_exit_rx), ExitStatus::Code(0));
     }
 }
