@@ -19,6 +19,7 @@
 use std::ffi::{CString, c_char, c_int};
 use std::fmt;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::pipe;
 
@@ -267,6 +268,10 @@ struct Prepared<'a> {
     /// The child shares the orchestrator's descriptor table and must first
     /// take a private copy of the descriptors below this number.
     unshare_below: Option<RawFd>,
+    /// Set by this child if its kernel refused to unshare: read by this
+    /// spawn only (another spawning thread's child may set the process-wide
+    /// mark at any moment, which must not fail a spawn whose child exec'd).
+    unshare_refused: AtomicBool,
     dev_null: &'static [u8],
     parent_pid: libc::pid_t,
 }
@@ -381,6 +386,7 @@ fn start_child(plan: &SpawnPlan, placed: Placed) -> Result<libc::pid_t, SpawnErr
         status_fd: placed.status,
         exec_fd: placed.exec,
         unshare_below: placed.unshare_below,
+        unshare_refused: AtomicBool::new(false),
         dev_null: b"/dev/null\0",
         // SAFETY: getpid has no preconditions.
         parent_pid: unsafe { libc::getpid() },
@@ -426,7 +432,7 @@ fn start_child(plan: &SpawnPlan, placed: Placed) -> Result<libc::pid_t, SpawnErr
             pid
         }
     };
-    if prepared.unshare_below.is_some() && shared::unsupported() {
+    if prepared.unshare_refused.load(Ordering::Relaxed) {
         return Err(SpawnError::Setup {
             what: "give the process its own descriptor table",
             source: std::io::Error::from_raw_os_error(libc::ENOSYS),
@@ -973,16 +979,6 @@ fn child_main(p: &Prepared, discard_output: bool, in_cgroup: bool) -> ! {
                 libc::_exit(127);
             }
         }
-        for r in &plan.rlimits {
-            let lim = libc::rlimit {
-                rlim_cur: r.soft,
-                rlim_max: r.hard,
-            };
-            if libc::setrlimit(r.resource as _, &lim) < 0 {
-                fail(status_fd, Stage::Rlimit);
-            }
-        }
-
         // Until here the child may share the orchestrator's descriptor
         // table, and has only written to descriptors in it. Now it takes a
         // private table holding only the descriptors below the limit: the
@@ -1001,6 +997,7 @@ fn child_main(p: &Prepared, discard_output: bool, in_cgroup: bool) -> ! {
             // the copying way, on the same status pipe.
             let errno = *libc::__errno_location();
             if matches!(errno, libc::ENOSYS | libc::EINVAL | libc::EPERM) {
+                p.unshare_refused.store(true, Ordering::Relaxed);
                 shared::mark_unsupported();
                 libc::_exit(127);
             }
@@ -1030,6 +1027,19 @@ fn child_main(p: &Prepared, discard_output: bool, in_cgroup: bool) -> ! {
         for &(src, target) in &p.fds {
             if libc::dup2(src, target) < 0 {
                 fail(status_fd, Stage::Stdio);
+            }
+        }
+
+        // Limits after the descriptors are in place: a small `nofile`
+        // would otherwise leave no number free for `/dev/null` while the
+        // table still holds the orchestrator's descriptors below the slots.
+        for r in &plan.rlimits {
+            let lim = libc::rlimit {
+                rlim_cur: r.soft,
+                rlim_max: r.hard,
+            };
+            if libc::setrlimit(r.resource as _, &lim) < 0 {
+                fail(status_fd, Stage::Rlimit);
             }
         }
 
@@ -1205,6 +1215,35 @@ mod tests {
             .collect();
         fds.sort();
         fds
+    }
+
+    #[test]
+    fn a_small_descriptor_limit_binds_the_service_not_its_set_up() {
+        // Every number below the reserved slots in use, as in an
+        // orchestrator with many services: the child's own table holds
+        // them until exec.
+        let mut held: Vec<OwnedFd> = Vec::new();
+        loop {
+            let f: OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
+            let n = f.as_raw_fd();
+            held.push(f);
+            if n >= 64 {
+                break;
+            }
+        }
+        let reaper = Reaper::global();
+        let mut plan = sh("ulimit -n");
+        plan.rlimits.push(Rlimit {
+            resource: libc::RLIMIT_NOFILE as i32,
+            soft: 16,
+            hard: 16,
+        });
+        let (spawned, exit) = reaper.spawn_and_watch(&plan).unwrap();
+        let started = read_exec_status("sh", &spawned.exec_status);
+        drop(held);
+        started.unwrap();
+        assert_eq!(read_all(spawned.stdout.unwrap()).trim(), "16");
+        assert_eq!(reaper.wait_blocking(exit), crate::ExitStatus::Code(0));
     }
 
     #[test]
