@@ -8,9 +8,14 @@
 //! reaped, before the thread that forked it has registered it; so while
 //! any spawn is in progress, an exit nobody registered is kept aside
 //! rather than counted as an orphan's, and the spawn that finishes looks
-//! there first. When no spawn is in progress, what is still kept aside
-//! belonged to orphans. No lock is held across a fork, so spawns proceed
-//! side by side.
+//! there first. What is kept aside once every spawn that was in progress
+//! at its reap has ended belonged to an orphan. No lock is held across a
+//! fork, so spawns proceed side by side.
+//!
+//! A child's number could only be an earlier orphan's again if the kernel
+//! handed out every other number in between (it allocates them in a
+//! cycle), within one spawn; the exit of a child still unreaped is never
+//! taken for it.
 //!
 //! Forking happens on a few long-lived threads ([`Spawner`]): the
 //! parent-death signal fires when the *thread* that forked a child exits,
@@ -39,42 +44,67 @@ pub struct Reaped {
     /// Exits delivered to their callbacks.
     pub tracked: usize,
     /// Processes nobody registered (orphans re-parented to us), counted
-    /// when no spawn is in progress; the others are counted by the spawn
-    /// that finishes last.
+    /// when no spawn is in progress; the others are counted when every
+    /// spawn that was in progress at their reap has ended.
     pub orphans: usize,
+}
+
+/// An exit nobody had registered when it was reaped.
+struct Unclaimed {
+    pid: i32,
+    status: ExitStatus,
+    /// The number of the newest spawn begun by then: only a spawn up to
+    /// this one can own it.
+    newest_spawn: u64,
 }
 
 #[derive(Default)]
 struct Table {
     waiting: HashMap<i32, ExitCallback>,
-    /// Spawns between their start and the registration of their child.
-    in_progress: usize,
+    /// Spawns begun so far; each spawn's number.
+    spawns_begun: u64,
+    /// The numbers of the spawns between their start and the
+    /// registration of their child (at most one per spawning thread).
+    in_progress: Vec<u64>,
     /// Exits reaped while a spawn was in progress that nobody had
     /// registered: a child of one of those spawns, or an orphan.
-    unclaimed: Vec<(i32, ExitStatus)>,
+    unclaimed: Vec<Unclaimed>,
 }
 
 impl Table {
-    /// Called with the lock held when a spawn ends. Returns the exit of
-    /// `pid` if it was reaped before its registration.
-    fn finish_spawn(&mut self, pid: Option<i32>) -> Option<ExitStatus> {
-        self.in_progress -= 1;
+    fn begin_spawn(&mut self) -> u64 {
+        self.spawns_begun += 1;
+        self.in_progress.push(self.spawns_begun);
+        self.spawns_begun
+    }
+
+    /// Called with the lock held when spawn `number` ends. Returns the exit
+    /// of `pid` if it was reaped before its registration.
+    fn finish_spawn(&mut self, number: u64, pid: Option<i32>) -> Option<ExitStatus> {
+        self.in_progress.retain(|n| *n != number);
         let early = pid.and_then(|pid| {
             // The newest entry: an orphan that had the same number can
             // only have been reaped before this child existed. Whether
             // this child is still ours to reap (running, or a zombie)
             // settles it: then the entry is that orphan's.
-            let at = self.unclaimed.iter().rposition(|(p, _)| *p == pid)?;
+            let at = self.unclaimed.iter().rposition(|u| u.pid == pid)?;
             if is_unreaped_child(pid) {
                 return None;
             }
-            Some(self.unclaimed.remove(at).1)
+            Some(self.unclaimed.remove(at).status)
         });
-        if self.in_progress == 0 {
-            for (pid, status) in self.unclaimed.drain(..) {
-                tracing::debug!(pid, %status, "reaped an orphaned process");
+        // Kept-aside exits that no spawn still in progress can own were
+        // orphans'. Spawns follow each other without a gap while many
+        // services start, so waiting for none to be in progress could
+        // keep them for the whole start-up.
+        let oldest = self.in_progress.iter().min().copied().unwrap_or(u64::MAX);
+        self.unclaimed.retain(|u| {
+            let owner_may_be_running = u.newest_spawn >= oldest;
+            if !owner_may_be_running {
+                tracing::debug!(pid = u.pid, status = %u.status, "reaped an orphaned process");
             }
-        }
+            owner_may_be_running
+        });
         early
     }
 }
@@ -119,18 +149,34 @@ impl Reaper {
         fork: impl FnOnce() -> Result<Spawned, SpawnError>,
         on_exit: ExitCallback,
     ) -> Result<Spawned, SpawnError> {
-        self.lock().in_progress += 1;
+        let number = self.lock().begin_spawn();
+        // Ends the spawn even if `fork` panics, or kept-aside exits would
+        // never be let go.
+        struct Ending<'a>(&'a Reaper, u64);
+        impl Drop for Ending<'_> {
+            fn drop(&mut self) {
+                if self.1 != 0 {
+                    self.0.lock().finish_spawn(self.1, None);
+                }
+            }
+        }
+        let mut ending = Ending(self, number);
         let result = fork();
+        ending.1 = 0;
         let mut table = self.lock();
         let pid = result.as_ref().ok().map(|s| s.pid as i32);
-        match table.finish_spawn(pid) {
+        match table.finish_spawn(number, pid) {
             Some(status) => {
                 drop(table);
                 on_exit(status);
             }
             None => {
-                if let Some(pid) = pid {
-                    table.waiting.insert(pid, on_exit);
+                if let Some(pid) = pid
+                    && table.waiting.insert(pid, on_exit).is_some()
+                {
+                    // Only if the number came round again within one
+                    // spawn; the older registration's exit is lost.
+                    tracing::error!(pid, "a process number was registered twice");
                 }
             }
         }
@@ -164,7 +210,14 @@ impl Reaper {
                     };
                 match table.waiting.remove(&pid.as_raw()) {
                     Some(callback) => done.push((callback, status)),
-                    None if table.in_progress > 0 => table.unclaimed.push((pid.as_raw(), status)),
+                    None if !table.in_progress.is_empty() => {
+                        let newest_spawn = table.spawns_begun;
+                        table.unclaimed.push(Unclaimed {
+                            pid: pid.as_raw(),
+                            status,
+                            newest_spawn,
+                        })
+                    }
                     None => {
                         out.orphans += 1;
                         tracing::debug!(pid = pid.as_raw(), %status, "reaped an orphaned process");
@@ -433,12 +486,7 @@ mod concurrency_tests {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             reaper.reap();
-            if reaper
-                .lock()
-                .unclaimed
-                .iter()
-                .any(|(p, _)| *p == pid as i32)
-            {
+            if reaper.lock().unclaimed.iter().any(|u| u.pid == pid as i32) {
                 return;
             }
             assert!(Instant::now() < deadline, "child {pid} was never reaped");
@@ -480,10 +528,13 @@ mod concurrency_tests {
                     let spawned = spawn(&plan(&["/bin/sleep", "30"]))?;
                     // An orphan with this number, reaped while the spawn
                     // was in progress (the number was then free again).
-                    reaper
-                        .lock()
-                        .unclaimed
-                        .push((spawned.pid as i32, ExitStatus::Code(99)));
+                    let mut table = reaper.lock();
+                    let newest_spawn = table.spawns_begun;
+                    table.unclaimed.push(Unclaimed {
+                        pid: spawned.pid as i32,
+                        status: ExitStatus::Code(99),
+                        newest_spawn,
+                    });
                     Ok(spawned)
                 },
                 on_exit,
@@ -506,6 +557,52 @@ mod concurrency_tests {
                 core_dumped: false
             }
         );
+    }
+
+    fn kept(table: &mut Table, pid: i32, code: i32) {
+        let newest_spawn = table.spawns_begun;
+        table.unclaimed.push(Unclaimed {
+            pid,
+            status: ExitStatus::Code(code),
+            newest_spawn,
+        });
+    }
+
+    /// Not a child of this process (the init process): its exit, kept
+    /// aside, is the spawn's to take.
+    const NOT_OUR_CHILD: i32 = 1;
+
+    #[test]
+    fn the_spawn_takes_the_newest_exit_with_its_number() {
+        let mut table = Table::default();
+        let spawn = table.begin_spawn();
+        // An orphan that had the number first, then the child.
+        kept(&mut table, NOT_OUR_CHILD, 99);
+        kept(&mut table, NOT_OUR_CHILD, 7);
+        assert_eq!(
+            table.finish_spawn(spawn, Some(NOT_OUR_CHILD)),
+            Some(ExitStatus::Code(7))
+        );
+        assert!(table.unclaimed.is_empty(), "the orphan's exit was kept");
+    }
+
+    #[test]
+    fn kept_exits_go_once_no_spawn_that_could_own_them_is_in_progress() {
+        let mut table = Table::default();
+        let first = table.begin_spawn();
+        kept(&mut table, 1_000_001, 0);
+        let second = table.begin_spawn();
+        assert_eq!(table.finish_spawn(first, Some(1_000_002)), None);
+        assert!(
+            table.unclaimed.is_empty(),
+            "an exit only the first spawn could own outlived it"
+        );
+        kept(&mut table, 1_000_003, 0);
+        let third = table.begin_spawn();
+        table.finish_spawn(third, None);
+        assert_eq!(table.unclaimed.len(), 1, "the second spawn may own it");
+        table.finish_spawn(second, None);
+        assert!(table.unclaimed.is_empty());
     }
 
     /// A pipe with one page of room, filled: a child that writes to it
