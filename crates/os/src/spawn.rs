@@ -923,7 +923,7 @@ pub use shared::reserve_early as reserve_descriptor_slots;
 /// How many spawns can be in progress at once: the spawning threads, and
 /// the groups of descriptor slots. A spawn waits (`CLONE_VFORK`) while its
 /// child runs up to exec, which costs more than the fork itself; with two
-/// in progress the start-up of 100 services took 100 instead of 123 ms on
+/// in progress the start-up of 100 services took 94 instead of 123 ms on
 /// 2 cores, and four did no better than two.
 pub const CONCURRENT_SPAWNS: usize = 2;
 

@@ -43,9 +43,9 @@ pub type ExitCallback = Box<dyn FnOnce(ExitStatus) + Send>;
 pub struct Reaped {
     /// Exits delivered to their callbacks.
     pub tracked: usize,
-    /// Processes nobody registered (orphans re-parented to us), counted
-    /// when no spawn is in progress; the others are counted when every
-    /// spawn that was in progress at their reap has ended.
+    /// Processes nobody registered (orphans re-parented to us) reaped
+    /// while no spawn was in progress. Those reaped during a spawn are
+    /// kept aside, and logged, not counted, when they are let go.
     pub orphans: usize,
 }
 
@@ -111,11 +111,20 @@ impl Table {
 
 /// Whether `pid` is a child of this process that has not been reaped.
 fn is_unreaped_child(pid: i32) -> bool {
+    any_unreaped(Some(pid))
+}
+
+/// Whether the child `pid` (or, for `None`, any child) exists, running or
+/// not yet reaped. One system call, and no status is taken.
+fn any_unreaped(pid: Option<i32>) -> bool {
     let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
     loop {
-        match waitid(Id::Pid(Pid::from_raw(pid)), flags) {
+        let id = pid.map_or(Id::All, |p| Id::Pid(Pid::from_raw(p)));
+        match waitid(id, flags) {
             Err(Errno::EINTR) => continue,
             Err(Errno::ECHILD) => return false,
+            // Children exist (`StillAlive`: none has exited yet), or a
+            // zombie is waiting; an unexpected error counts as yes.
             _ => return true,
         }
     }
@@ -150,19 +159,17 @@ impl Reaper {
         on_exit: ExitCallback,
     ) -> Result<Spawned, SpawnError> {
         let number = self.lock().begin_spawn();
-        // Ends the spawn even if `fork` panics, or kept-aside exits would
-        // never be let go.
-        struct Ending<'a>(&'a Reaper, u64);
-        impl Drop for Ending<'_> {
+        // Ends the spawn if `fork` panics, or kept-aside exits would never
+        // be let go; otherwise it ends below, with the child's pid.
+        struct EndOnPanic<'a>(&'a Reaper, u64);
+        impl Drop for EndOnPanic<'_> {
             fn drop(&mut self) {
-                if self.1 != 0 {
-                    self.0.lock().finish_spawn(self.1, None);
-                }
+                self.0.lock().finish_spawn(self.1, None);
             }
         }
-        let mut ending = Ending(self, number);
+        let on_panic = EndOnPanic(self, number);
         let result = fork();
-        ending.1 = 0;
+        std::mem::forget(on_panic);
         let mut table = self.lock();
         let pid = result.as_ref().ok().map(|s| s.pid as i32);
         match table.finish_spawn(number, pid) {
@@ -236,16 +243,7 @@ impl Reaper {
     /// reaped (children of every thread count). One system call, and no
     /// status is taken: a child that exited stays for [`Reaper::reap`].
     pub fn has_children(&self) -> bool {
-        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
-        loop {
-            match waitid(Id::All, flags) {
-                Err(Errno::EINTR) => continue,
-                Err(Errno::ECHILD) => return false,
-                // Children exist (`StillAlive`: none has exited yet), or a
-                // zombie is waiting; an unexpected error counts as yes.
-                _ => return true,
-            }
-        }
+        any_unreaped(None)
     }
 
     /// How many processes are registered and not yet reaped.
