@@ -79,6 +79,40 @@ pub fn children_of(pid: u32) -> Vec<Stat> {
         .collect()
 }
 
+/// Direct children of every thread of `pid` (a child is listed under the
+/// thread that forked it, or that it was re-parented to), from
+/// `/proc/PID/task/TID/children`: a process's own small files instead of
+/// every process's stat. Empty when the process is gone. The list is
+/// exact for a process whose children do not change while it is read;
+/// one that changes meanwhile may miss a child that came or went.
+pub fn children(pid: u32) -> Vec<i32> {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for task in tasks.flatten() {
+        if let Ok(text) =
+            crate::kernfs::read(&task.path().join("children"), crate::kernfs::Kind::List)
+        {
+            out.extend(
+                text.split_ascii_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            );
+        }
+    }
+    out
+}
+
+/// Whether the kernel lists children (`CONFIG_PROC_CHILDREN`, on in
+/// every mainstream distribution's kernel); asked once.
+pub fn lists_children() -> bool {
+    static LISTS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *LISTS.get_or_init(|| {
+        let me = std::process::id();
+        std::path::Path::new(&format!("/proc/{me}/task/{me}/children")).exists()
+    })
+}
+
 /// Whether a process exists and is not a zombie.
 pub fn is_alive(pid: u32) -> bool {
     stat(pid).is_some_and(|s| s.state != 'Z' && s.state != 'X')
@@ -137,5 +171,30 @@ mod tests {
         assert_eq!(me.pid as u32, std::process::id());
         assert!(is_alive(std::process::id()));
         assert!(fd_count(std::process::id()).unwrap() >= 3);
+    }
+
+    #[test]
+    fn lists_the_children_of_every_thread() {
+        assert!(lists_children(), "this kernel lists children");
+        // Forked from another thread than the main one: listed under it.
+        let child = std::thread::spawn(|| {
+            std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap()
+        })
+        .join()
+        .unwrap();
+        let pid = child.id() as i32;
+        let listed = children(std::process::id()).contains(&pid);
+        let mut child = child;
+        // Another test's reaper may take its status: errors do not matter.
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(listed, "the child of a second thread is listed");
+        assert!(
+            children(u32::MAX).is_empty(),
+            "no such process: no children"
+        );
     }
 }

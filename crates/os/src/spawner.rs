@@ -246,6 +246,14 @@ impl Reaper {
         any_unreaped(None)
     }
 
+    /// The pids that are not registered processes (orphans re-parented to
+    /// this process, or a child whose spawn is still in progress).
+    pub fn unregistered(&self, mut pids: Vec<i32>) -> Vec<i32> {
+        let table = self.lock();
+        pids.retain(|p| !table.waiting.contains_key(p));
+        pids
+    }
+
     /// How many processes are registered and not yet reaped.
     pub fn tracked(&self) -> usize {
         self.lock().waiting.len()

@@ -13,6 +13,16 @@ pub fn become_subreaper() -> std::io::Result<()> {
     Ok(())
 }
 
+/// Whether this process is a subreaper (orphans of its descendants come
+/// back to it).
+pub fn is_subreaper() -> bool {
+    let mut flag: libc::c_int = 0;
+    // SAFETY: PR_GET_CHILD_SUBREAPER writes one int through the pointer,
+    // which points at a live local.
+    let rc = unsafe { libc::prctl(libc::PR_GET_CHILD_SUBREAPER, &mut flag as *mut libc::c_int) };
+    rc == 0 && flag != 0
+}
+
 /// Raises the soft descriptor limit to the hard one: each service costs the
 /// orchestrator a few descriptors (pipes, readiness), and hundreds of
 /// services exceed the usual soft limit of 1024. Services get the original
