@@ -71,8 +71,14 @@ pub fn snapshot() -> Vec<Stat> {
     list_pids().into_iter().filter_map(stat).collect()
 }
 
-/// Direct children of `pid`.
+/// Direct children of `pid`, with their stat.
 pub fn children_of(pid: u32) -> Vec<Stat> {
+    if lists_children() {
+        return children(pid)
+            .into_iter()
+            .filter_map(|p| u32::try_from(p).ok().and_then(stat))
+            .collect();
+    }
     snapshot()
         .into_iter()
         .filter(|s| s.ppid == pid as i32)
