@@ -750,9 +750,9 @@ impl Supervisor {
         }
         // Anything still our child now was orphaned by a service (its
         // parent died) and re-parented to us: it belongs to nobody. Finding
-        // them means reading every process's stat (an open, a read and a
-        // close per process on the host), so it is done only when a child
-        // exists at all, which one system call tells.
+        // them means reading our children lists and each child's stat
+        // (every process's stat on a kernel without the lists), so it is
+        // done only when a child exists at all, which one system call tells.
         let reaper = blackhole_os::spawner::Reaper::global();
         reaper.reap();
         let me = std::process::id();

@@ -49,21 +49,23 @@ impl TreeGroup {
         out
     }
 
-    /// From the known members down their children, plus the orphans that
-    /// were re-parented to this process (a subreaper) and are still in the
-    /// leader's session or group. It reads the files of the service's own
-    /// processes and of this one, where [`TreeGroup::by_snapshot`] reads
-    /// every process's: with 100 services tracked so, a shutdown took
-    /// 97 ms instead of 15, all of it reading `/proc`.
+    /// From the known members down their children, plus whatever of the
+    /// leader's session or group is among or below the orphans that were
+    /// re-parented to this process (a subreaper). It reads the files of
+    /// the service's own processes and of this one, where
+    /// [`TreeGroup::by_snapshot`] reads every process's: with 100 services
+    /// tracked so, a shutdown took 101 ms instead of 25, nearly all of it
+    /// reading `/proc`.
     ///
-    /// Every process of the session descends from the leader, so one that
-    /// is not a descendant of a live member lost its parent and was
-    /// re-parented to the nearest subreaper, this process; a member that
-    /// left the session was either seen before (known) or descends from a
-    /// member. What it does not see, the snapshot does not either, but for
-    /// one case: a process that left the session after forking, made
-    /// itself a subreaper and was orphaned before it was ever seen keeps
-    /// its children of the session out of reach; cgroups close that gap.
+    /// Every process of the session was forked inside it, from the leader
+    /// down. One that is not below a live member lost a parent on the way,
+    /// and was re-parented (or its nearest living ancestor was) to the
+    /// nearest subreaper: this process, or one below it. So the session
+    /// and group are found among and below this process's orphans, of
+    /// which there are seldom any. A member that left the session was
+    /// either seen before (known) or is below a member. Neither this nor
+    /// the snapshot finds a process that left the session and lost its
+    /// parent before it was ever seen; cgroups close that gap.
     fn by_descent(&self, leader: i32) -> HashMap<i32, u64> {
         let mut found: HashMap<i32, u64> = HashMap::new();
         let mut stack = Vec::new();
@@ -74,28 +76,34 @@ impl TreeGroup {
             }
         }
         let me = std::process::id();
-        let orphans = crate::spawner::Reaper::global().unregistered(procfs::children(me));
-        for pid in orphans {
-            if found.contains_key(&pid) {
-                continue;
-            }
-            if let Some(s) = live(pid).filter(|s| s.session == leader || s.pgrp == leader) {
-                found.insert(pid, s.starttime);
-                stack.push(pid);
-            }
-        }
-        while let Some(pid) = stack.pop() {
-            for child in procfs::children(pid as u32) {
-                if found.contains_key(&child) {
+        let mut searched: HashSet<i32> = HashSet::new();
+        loop {
+            descend(&mut found, &mut stack);
+            // Looked at after each walk: a member that exited during it
+            // handed its children to this process after its own list was
+            // read.
+            let orphans = crate::spawner::Reaper::global().unregistered(procfs::children(me));
+            for orphan in orphans {
+                if found.contains_key(&orphan) || !searched.insert(orphan) {
                     continue;
                 }
-                if let Some(s) = live(child) {
-                    found.insert(child, s.starttime);
-                    stack.push(child);
+                let mut below = vec![orphan];
+                while let Some(pid) = below.pop() {
+                    let Some(s) = live(pid) else { continue };
+                    if s.session == leader || s.pgrp == leader {
+                        found.insert(pid, s.starttime);
+                        stack.push(pid);
+                    } else {
+                        // Left the session after forking: its children may
+                        // still be in it.
+                        below.extend(procfs::children(pid as u32));
+                    }
                 }
             }
+            if stack.is_empty() {
+                return found;
+            }
         }
-        found
     }
 
     /// Every process's stat, for kernels that do not list children: the
@@ -161,6 +169,21 @@ impl TreeGroup {
     }
 }
 
+/// Adds every live descendant of the processes on `stack` to `found`.
+fn descend(found: &mut HashMap<i32, u64>, stack: &mut Vec<i32>) {
+    while let Some(pid) = stack.pop() {
+        for child in procfs::children(pid as u32) {
+            if found.contains_key(&child) {
+                continue;
+            }
+            if let Some(s) = live(child) {
+                found.insert(child, s.starttime);
+                stack.push(child);
+            }
+        }
+    }
+}
+
 /// The process's stat, if it exists and has not exited.
 fn live(pid: i32) -> Option<Stat> {
     u32::try_from(pid)
@@ -182,6 +205,90 @@ mod tests {
     impl Drop for Held {
         fn drop(&mut self) {
             self.0.signal_all(libc::SIGKILL);
+        }
+    }
+
+    /// Kills this test's `sleep 31`/`sleep 32` however it ends: the ones
+    /// it found, and any other with those command lines at most two levels
+    /// below this process (parallel tests and test runs have their own),
+    /// then waits until they are reaped (a zombie left to PID 1 stays).
+    #[derive(Default)]
+    struct Sleeps(Vec<u32>);
+    impl Drop for Sleeps {
+        fn drop(&mut self) {
+            let mut mine = std::mem::take(&mut self.0);
+            let me = std::process::id() as i32;
+            let ours = |pid: u32| {
+                procfs::stat(pid).is_some_and(|s| {
+                    s.ppid == me || procfs::stat(s.ppid as u32).is_some_and(|p| p.ppid == me)
+                })
+            };
+            mine.extend(procfs::list_pids().into_iter().filter(|pid| {
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                (cmd == b"sleep\x0031\x00" || cmd == b"sleep\x0032\x00") && ours(*pid)
+            }));
+            for pid in &mine {
+                // SAFETY: kill has no memory preconditions.
+                unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+            }
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while mine.iter().any(|p| procfs::stat(*p).is_some()) && Instant::now() < deadline {
+                Reaper::global().reap();
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+
+    #[test]
+    fn a_member_that_left_the_session_after_forking_still_leads_to_its_child() {
+        crate::system::become_subreaper().unwrap();
+        let reaper = Reaper::global();
+        let mut sleeps = Sleeps::default();
+        // A subshell forks a `sleep` inside the leader's session, then
+        // leaves it (a `sleep` in a session of its own), and the leader
+        // exits before anything was looked at. Orphaned, the subshell
+        // comes back to this process, outside the session; its child is
+        // still in the session.
+        let script = "(sleep 31 & exec setsid sleep 32) & exit 0";
+        let mut plan = SpawnPlan::new(
+            CString::new("/bin/sh").unwrap(),
+            ["sh", "-c", script]
+                .iter()
+                .map(|s| CString::new(*s).unwrap())
+                .collect(),
+        );
+        plan.output = Output::Discard;
+        let (spawned, rx) = reaper.spawn_and_watch(&plan).unwrap();
+        let leader = spawned.pid as i32;
+        let mut held = Held(TreeGroup::new());
+        held.0.started(spawned.pid);
+        assert_eq!(reaper.wait_blocking(rx), crate::ExitStatus::Code(0));
+        let me = std::process::id() as i32;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let inner = loop {
+            let members = held.0.members();
+            let inner = members
+                .iter()
+                .filter_map(|p| procfs::stat(*p as u32))
+                .find(|s| s.comm == "sleep" && s.session == leader);
+            if let Some(inner) = inner
+                && procfs::stat(inner.ppid as u32)
+                    .is_some_and(|o| o.ppid == me && o.session == o.pid)
+            {
+                sleeps.0.extend([inner.pid as u32, inner.ppid as u32]);
+                break inner.pid;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the session's sleep was not found below the orphan: {members:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        held.0.signal_all(libc::SIGKILL);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while procfs::is_alive(inner as u32) {
+            assert!(Instant::now() < deadline, "the member survived SIGKILL");
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
