@@ -35,6 +35,9 @@ def parse_args():
     ap.add_argument("--no-wait", action="store_true",
                     help="do not wait for other load on the machine to calm down before each session")
     ap.add_argument("--keep", action="store_true", help="keep the work folders (configs, logs) for inspection")
+    ap.add_argument("--explain", action="store_true",
+                    help="follow blackhole's event stream during W3 and W5 and print when it saw each state "
+                         "(a diagnostic that costs blackhole CPU: its figures are then not comparable)")
     ap.add_argument("--workdir", default=None, help="where sessions run (default: a fresh folder in /var/tmp)")
     return ap.parse_args()
 

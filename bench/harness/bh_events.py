@@ -1,6 +1,10 @@
 """blackhole's event stream, read during a workload to show where its time goes.
 
-Diagnostic only: these are printed as notes, never used as figures.
+Diagnostic only, with --explain: these are printed as notes, never used as
+figures, and they are not free. The orchestrator writes every event to the
+stream and the harness parses it, on the two cores the workload uses: with
+it, a shutdown of 100 services took 17-20 ms against 16-17 without, and
+the W3 median was 1.49 ms against 1.28 (3 runs each).
 """
 
 import json

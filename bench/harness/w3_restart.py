@@ -24,7 +24,7 @@ def run(ctx, cls):
             ctx.note("W3", s.name, "the service never came up")
             return
         lat, misses, kills = [], 0, []
-        events = follow_events(s) if s.name == "blackhole" else None
+        events = follow_events(s) if s.name == "blackhole" and ctx.opts.explain else None
         for _ in range(trials):
             # Let it run past the peer's "died too soon" rule (see restart_floor).
             time.sleep(s.restart_settle)

@@ -73,7 +73,7 @@ def control(ctx, cls, n, w5, w6):
         k_stop = ctx.metric(f"W5.stop.{n}", "W5", f"W5 stop all {n} services: until all are gone", "ms", "{:.0f}")
         k_cmd = ctx.metric(f"W5.stopcmd.{n}", "W5", f"W5 stop all {n} services: the stop command returns", "ms",
                            "{:.0f}")
-        events = follow_events(s) if s.name == "blackhole" else None
+        events = follow_events(s) if s.name == "blackhole" and ctx.opts.explain else None
         t0 = procs.now_ns()
         patience = 120
         if s.is_baseline:
@@ -126,7 +126,7 @@ def shutdown(ctx, cls, n=100):
         wait_control_ready(ctx, s)
         time.sleep(1.0)
         sup = supervisor_pids(ctx)
-        events = follow_events(s) if s.name == "blackhole" else None
+        events = follow_events(s) if s.name == "blackhole" and ctx.opts.explain else None
         t0 = procs.now_ns()
         s.shutdown()
         t_svc = ctx.events.wait_none_live(timeout=120)
