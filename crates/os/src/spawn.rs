@@ -88,6 +88,21 @@ pub struct SpawnPlan {
     pub parent_death_signal: Option<c_int>,
 }
 
+/// `sh -c SCRIPT` with its output discarded, for tests that need a small
+/// process tree.
+#[cfg(test)]
+pub(crate) fn shell(script: &str) -> SpawnPlan {
+    let mut plan = SpawnPlan::new(
+        CString::new("/bin/sh").unwrap(),
+        ["sh", "-c", script]
+            .iter()
+            .map(|s| CString::new(*s).unwrap())
+            .collect(),
+    );
+    plan.output = Output::Discard;
+    plan
+}
+
 impl SpawnPlan {
     /// A plan that runs `program` with `argv` and an empty environment.
     pub fn new(program: CString, argv: Vec<CString>) -> Self {

@@ -369,14 +369,7 @@ mod tests {
         crate::system::become_subreaper().unwrap();
         let reaper = Reaper::global();
         let script = "sh -c 'sleep 0.05' & exit 0";
-        let mut plan = SpawnPlan::new(
-            CString::new("/bin/sh").unwrap(),
-            ["sh", "-c", script]
-                .iter()
-                .map(|s| CString::new(*s).unwrap())
-                .collect(),
-        );
-        plan.output = crate::spawn::Output::Discard;
+        let plan = crate::spawn::shell(script);
         let (spawned, rx) = reaper.spawn_and_watch(&plan).unwrap();
         assert_eq!(reaper.wait_blocking(rx), ExitStatus::Code(0));
         // The backgrounded grandchild was re-parented to this process and

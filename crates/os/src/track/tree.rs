@@ -195,9 +195,7 @@ fn live(pid: i32) -> Option<Stat> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spawn::{Output, SpawnPlan};
     use crate::spawner::Reaper;
-    use std::ffi::CString;
     use std::time::{Duration, Instant};
 
     /// Kills what the group holds however the test ends.
@@ -250,14 +248,7 @@ mod tests {
         // comes back to this process, outside the session; its child is
         // still in the session.
         let script = "(sleep 31 & exec setsid sleep 32) & exit 0";
-        let mut plan = SpawnPlan::new(
-            CString::new("/bin/sh").unwrap(),
-            ["sh", "-c", script]
-                .iter()
-                .map(|s| CString::new(*s).unwrap())
-                .collect(),
-        );
-        plan.output = Output::Discard;
+        let plan = crate::spawn::shell(script);
         let (spawned, rx) = reaper.spawn_and_watch(&plan).unwrap();
         let leader = spawned.pid as i32;
         let mut held = Held(TreeGroup::new());
@@ -303,14 +294,7 @@ mod tests {
         // own, and becomes a fifth `sleep`.
         let script =
             "sleep 300 & (sleep 301 &); (sleep 304 & wait) & setsid sleep 302 & exec sleep 303";
-        let mut plan = SpawnPlan::new(
-            CString::new("/bin/sh").unwrap(),
-            ["sh", "-c", script]
-                .iter()
-                .map(|s| CString::new(*s).unwrap())
-                .collect(),
-        );
-        plan.output = Output::Discard;
+        let plan = crate::spawn::shell(script);
         let (spawned, rx) = reaper.spawn_and_watch(&plan).unwrap();
         let mut held = Held(TreeGroup::new());
         held.0.started(spawned.pid);
