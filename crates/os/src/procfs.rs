@@ -124,7 +124,12 @@ pub fn lists_children() -> bool {
 
 /// Whether a process exists and is not a zombie.
 pub fn is_alive(pid: u32) -> bool {
-    stat(pid).is_some_and(|s| s.state != 'Z' && s.state != 'X')
+    live(pid).is_some()
+}
+
+/// The process's stat, if it exists and has not exited (not a zombie).
+pub fn live(pid: u32) -> Option<Stat> {
+    stat(pid).filter(|s| s.state != 'Z' && s.state != 'X')
 }
 
 /// Resident memory of a process in bytes (from `/proc/PID/statm`).

@@ -184,12 +184,9 @@ fn descend(found: &mut HashMap<i32, u64>, stack: &mut Vec<i32>) {
     }
 }
 
-/// The process's stat, if it exists and has not exited.
+/// [`procfs::live`] for a pid as the kernel's lists give it.
 fn live(pid: i32) -> Option<Stat> {
-    u32::try_from(pid)
-        .ok()
-        .and_then(procfs::stat)
-        .filter(|s| s.state != 'Z' && s.state != 'X')
+    u32::try_from(pid).ok().and_then(procfs::live)
 }
 
 #[cfg(test)]
