@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
@@ -27,51 +27,123 @@ const QUEUE: usize = 64;
 /// one's buffer is needed again and again; 16 (1 MiB) kept one writer as
 /// fast as the whole queue of 64 did.
 const FULL_IN_FLIGHT: usize = 16;
-/// Written batches' buffers kept for reuse: the full batches in flight
-/// and the newest ones the services' rings share. Fewer, and a flood
-/// frees and allocates buffers all the time; the allocator hands freed
-/// memory back to the kernel, so each new buffer costs a page fault per
-/// page (with 8 spares for a queue of 64 full batches: 9,000 to 15,000
-/// faults per 1,000,000 lines, a third of the pump's time). Kept once a
-/// flood has needed them: at most this many, about 70 KiB touched each.
+/// Spare buffers always allowed, however few are in use: the full
+/// batches in flight and a few more. Fewer, and a flood frees and
+/// allocates buffers all the time; the allocator hands freed memory back
+/// to the kernel, so each new buffer costs a page fault per page (with 8
+/// spares for a queue of 64 full batches: 9,000 to 15,000 faults per
+/// 1,000,000 lines, a third of the pump's time). Kept once a flood has
+/// needed them: once the logs are quiet again, at most this many (115 KiB
+/// each, about 70 KiB of it touched).
 const SPARE_BUFFERS: usize = FULL_IN_FLIGHT + 8;
 /// Buffers at least this large come from the pool and count as full.
 const POOLED: usize = BATCH_BYTES / 2;
+/// After a flood, the spares beyond [`SPARE_BUFFERS`] are let go once the
+/// writer has waited this long for work.
+#[cfg(not(test))]
+const QUIET: Duration = Duration::from_secs(1);
+#[cfg(test)]
+const QUIET: Duration = Duration::from_millis(300);
 
 /// Buffers of written batches, handed back to the pumps.
+///
+/// A flood from many services at once has many more buffers out than
+/// [`SPARE_BUFFERS`]: every service's ring holds its newest batches, and
+/// each pump holds the batches it cut from one read until the queue takes
+/// them. That number swings by more than a fixed number of spares, and
+/// with 24 spares 20 flooding services allocated 4,837 buffers (80,000
+/// page faults) for 20,000,000 lines instead of 110. So during a flood
+/// the pool keeps every buffer up to the most it has had out at once,
+/// and gives the excess back once the writer finds the logs quiet.
 #[derive(Default)]
 pub struct BufferPool {
-    spare: std::sync::Mutex<Vec<Vec<u8>>>,
+    state: std::sync::Mutex<PoolState>,
     /// Full-size buffers allocated because none was spare.
     made: AtomicU64,
+}
+
+#[derive(Default)]
+struct PoolState {
+    spare: Vec<Vec<u8>>,
+    /// Full-size buffers taken and not given back: in rings, in the
+    /// queue, being filled. An estimate: a buffer dropped elsewhere (a
+    /// removed service's ring) is never given back, which only makes the
+    /// pool keep fewer spares.
+    lent: usize,
+    /// The most buffers lent at once since the logs were last quiet
+    /// (counted from the first take after that).
+    peak: usize,
 }
 
 impl BufferPool {
     /// An empty buffer with room for at least `want` bytes.
     pub fn take(&self, want: usize) -> Vec<u8> {
-        if want >= POOLED
-            && let Some(mut buf) = self.spare.lock().unwrap_or_else(|e| e.into_inner()).pop()
-        {
-            buf.reserve(want);
-            return buf;
+        if want < POOLED {
+            return Vec::with_capacity(want);
         }
-        if want >= POOLED {
-            self.made.fetch_add(1, Ordering::Relaxed);
+        let spare = {
+            let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            s.lent += 1;
+            s.peak = s.peak.max(s.lent);
+            s.spare.pop()
+        };
+        match spare {
+            Some(mut buf) => {
+                buf.reserve(want);
+                buf
+            }
+            None => {
+                self.made.fetch_add(1, Ordering::Relaxed);
+                Vec::with_capacity(want)
+            }
         }
-        Vec::with_capacity(want)
     }
 
-    /// Gives a buffer back (kept only if it is a full-size one).
+    /// Gives a buffer back (kept only if it is a full-size one and the
+    /// pool does not hold more than a flood has needed).
     pub fn put(&self, mut buf: Vec<u8>) {
         // Only full-size buffers are worth keeping; small ones are cheap.
         if buf.capacity() < BATCH_BYTES {
             return;
         }
         buf.clear();
-        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
-        if spare.len() < SPARE_BUFFERS {
-            spare.push(buf);
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.lent = s.lent.saturating_sub(1);
+        if s.spare.len() < SPARE_BUFFERS.max(s.peak.saturating_sub(s.lent)) {
+            s.spare.push(buf);
+            return;
         }
+        drop(s);
+        drop(buf); // freed outside the lock
+    }
+
+    /// More spares than [`BufferPool::trim`] keeps.
+    fn has_excess(&self) -> bool {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .spare
+            .len()
+            > SPARE_BUFFERS
+    }
+
+    /// The logs are quiet: keeps [`SPARE_BUFFERS`] spares and forgets the
+    /// last flood's peak.
+    fn trim(&self) {
+        let extra = {
+            let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            // Until the next take: buffers given back meanwhile (a
+            // service's ring shrunk) are not a flood's.
+            s.peak = 0;
+            let keep = s.spare.len().min(SPARE_BUFFERS);
+            s.spare.split_off(keep)
+        };
+        drop(extra); // freed outside the lock
+    }
+
+    #[cfg(test)]
+    fn spares(&self) -> usize {
+        self.state.lock().unwrap().spare.len()
     }
 }
 
@@ -112,6 +184,10 @@ pub struct LogWriter {
     /// The writer thread, unparked by a flush so it does not finish its
     /// linger first.
     thread: std::thread::Thread,
+    /// The writer thread is waiting for work with a flood's spares to let
+    /// go at [`QUIET`]; it is not in the channel's own wait, so a sender
+    /// must wake it.
+    idle: Arc<AtomicBool>,
     pub stats: Arc<WriterStats>,
     pub pool: Arc<BufferPool>,
     full: Arc<Semaphore>,
@@ -130,6 +206,8 @@ impl LogWriter {
         let thread_stats = stats.clone();
         let pool = Arc::new(BufferPool::default());
         let thread_pool = pool.clone();
+        let idle = Arc::new(AtomicBool::new(false));
+        let thread_idle = idle.clone();
         let handle = std::thread::Builder::new()
             .name("bh-logwriter".into())
             .stack_size(256 * 1024)
@@ -143,11 +221,13 @@ impl LogWriter {
                     },
                     thread_stats,
                     &thread_pool,
+                    &thread_idle,
                 )
             })?;
         Ok(LogWriter {
             tx,
             thread: handle.thread().clone(),
+            idle,
             stats,
             pool,
             full: Arc::new(Semaphore::new(FULL_IN_FLIGHT)),
@@ -164,16 +244,26 @@ impl LogWriter {
             None
         };
         if let Err(mpsc::error::SendError(Msg::Batch(b, _))) =
-            self.tx.send(Msg::Batch(batch, permit)).await
+            self.queue(Msg::Batch(batch, permit)).await
         {
             b.counters.dropped.fetch_add(b.lines, Ordering::Relaxed);
         }
     }
 
+    async fn queue(&self, msg: Msg) -> Result<(), mpsc::error::SendError<Msg>> {
+        self.tx.send(msg).await?;
+        // Pairs with the fence in `next_message`: either the writer sees
+        // this message before it parks, or this sees it idle.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.idle.load(Ordering::Relaxed) {
+            self.thread.unpark();
+        }
+        Ok(())
+    }
+
     pub async fn set_limits(&self, service: &str, max_size: u64, max_files: u32) {
         let _ = self
-            .tx
-            .send(Msg::Limits {
+            .queue(Msg::Limits {
                 service: service.into(),
                 max_size,
                 max_files,
@@ -183,7 +273,7 @@ impl LogWriter {
 
     /// Closes a service's file (the service was removed).
     pub async fn close(&self, service: &str) {
-        let _ = self.tx.send(Msg::Close(service.into())).await;
+        let _ = self.queue(Msg::Close(service.into())).await;
     }
 
     /// Returns once everything queued before it is written, and the disk
@@ -191,7 +281,7 @@ impl LogWriter {
     /// step for the logs).
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(Msg::Flush(tx)).await.is_ok() {
+        if self.queue(Msg::Flush(tx)).await.is_ok() {
             self.thread.unpark();
             let _ = rx.await;
         }
@@ -224,6 +314,7 @@ fn run(
     defaults: Limits,
     stats: Arc<WriterStats>,
     pool: &BufferPool,
+    idle: &AtomicBool,
 ) {
     let mut w = Writer {
         dir,
@@ -233,7 +324,7 @@ fn run(
         limits: HashMap::new(),
         failing: HashMap::new(),
     };
-    while let Some(msg) = rx.blocking_recv() {
+    while let Some(msg) = next_message(&mut rx, pool, idle) {
         let mut written = w.handle(msg, pool);
         let mut messages = 1;
         while let Ok(msg) = rx.try_recv() {
@@ -246,6 +337,36 @@ fn run(
             std::thread::park_timeout(LINGER);
         }
     }
+}
+
+/// The next message, waiting as long as it takes (`None`: every sender is
+/// gone). While the pool holds more spares than it keeps for good, the
+/// wait is cut at [`QUIET`] to let them go: one wake-up after a flood,
+/// none while idle.
+fn next_message(rx: &mut mpsc::Receiver<Msg>, pool: &BufferPool, idle: &AtomicBool) -> Option<Msg> {
+    if !pool.has_excess() {
+        return rx.blocking_recv();
+    }
+    let deadline = Instant::now() + QUIET;
+    idle.store(true, Ordering::Relaxed);
+    // Pairs with the fence in `LogWriter::queue`.
+    std::sync::atomic::fence(Ordering::SeqCst);
+    while Instant::now() < deadline {
+        let msg = match rx.try_recv() {
+            Ok(msg) => Some(msg),
+            Err(mpsc::error::TryRecvError::Disconnected) => None,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                // Woken by a sender, or spuriously: look again.
+                std::thread::park_timeout(deadline.saturating_duration_since(Instant::now()));
+                continue;
+            }
+        };
+        idle.store(false, Ordering::Relaxed);
+        return msg;
+    }
+    idle.store(false, Ordering::Relaxed);
+    pool.trim();
+    rx.blocking_recv()
 }
 
 struct Writer {
@@ -408,7 +529,7 @@ mod tests {
         }
         w.flush().await;
         let made = w.pool.made.load(Ordering::Relaxed);
-        let kept = w.pool.spare.lock().unwrap().len();
+        let kept = w.pool.spares();
         drop(w); // the writer thread ends and closes the FIFO
         assert_eq!(reader.join().unwrap(), BATCHES * BATCH_BYTES);
         // The ones in flight, and the one being filled.
@@ -451,6 +572,103 @@ mod tests {
             "{} bytes allocated for {len}",
             meta.blocks() * 512
         );
+    }
+
+    fn full_buffer(pool: &BufferPool) -> Vec<u8> {
+        let mut b = pool.take(BATCH_BYTES + 1024);
+        b.resize(BATCH_BYTES, b'x');
+        b
+    }
+
+    #[test]
+    fn a_flood_reuses_every_buffer_it_had_out_at_once() {
+        let pool = BufferPool::default();
+        // Many more out at once than the fixed spares, all given back,
+        // three times over (every ring's newest batches, then the pumps'
+        // cut batches, written).
+        const OUT: usize = 5 * SPARE_BUFFERS;
+        for _ in 0..3 {
+            let out: Vec<_> = (0..OUT).map(|_| full_buffer(&pool)).collect();
+            for b in out {
+                pool.put(b);
+            }
+        }
+        assert_eq!(pool.made.load(Ordering::Relaxed), OUT as u64);
+        assert_eq!(pool.spares(), OUT);
+        // Some held for good (rings), the rest cycling: still none new.
+        let held: Vec<_> = (0..OUT / 2).map(|_| full_buffer(&pool)).collect();
+        for _ in 0..3 {
+            let out: Vec<_> = (0..OUT / 2).map(|_| full_buffer(&pool)).collect();
+            for b in out {
+                pool.put(b);
+            }
+        }
+        assert_eq!(pool.made.load(Ordering::Relaxed), OUT as u64);
+        // Quiet: back to the fixed spares, and the old peak is forgotten
+        // (a buffer given back beyond them is freed).
+        pool.trim();
+        assert_eq!(pool.spares(), SPARE_BUFFERS);
+        for b in held {
+            pool.put(b);
+        }
+        assert_eq!(pool.spares(), SPARE_BUFFERS);
+        // Small buffers are never kept.
+        pool.put(Vec::with_capacity(100));
+        assert_eq!(pool.spares(), SPARE_BUFFERS);
+    }
+
+    #[tokio::test]
+    async fn the_writer_lets_a_floods_spares_go_once_the_logs_are_quiet() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = LogWriter::start(dir.path().to_path_buf(), u64::MAX, 1).unwrap();
+        let counters = Arc::new(Counters::default());
+        // Many services' batches cut at once, then written.
+        const OUT: usize = 3 * SPARE_BUFFERS;
+        let cut: Vec<_> = (0..OUT).map(|_| full_buffer(&w.pool)).collect();
+        for b in cut {
+            w.send(Batch {
+                service: "flood".into(),
+                bytes: Arc::new(b),
+                lines: 1,
+                counters: counters.clone(),
+            })
+            .await;
+        }
+        w.flush().await;
+        // Kept while the flood may go on: the next one allocates nothing.
+        // A line meanwhile wakes the writer at once (or it would see it
+        // only after letting them go).
+        let file = dir.path().join("flood.log");
+        let flood = (OUT * BATCH_BYTES) as u64;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !w.idle.load(Ordering::Relaxed) {
+            assert!(Instant::now() < deadline, "the writer never waited");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Time to go from the flag to the park: the line must wake it,
+        // not find it still looking (this only makes the test sharper).
+        std::thread::sleep(QUIET / 6);
+        w.send(Batch {
+            service: "flood".into(),
+            bytes: Arc::new(b"one more\n".to_vec()),
+            lines: 1,
+            counters: counters.clone(),
+        })
+        .await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::metadata(&file).unwrap().len() == flood {
+            assert!(Instant::now() < deadline, "the line was not written");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(w.pool.spares(), OUT);
+        // Let go once the logs are quiet, with nothing more sent.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while w.pool.spares() > SPARE_BUFFERS {
+            assert!(Instant::now() < deadline, "{} spares kept", w.pool.spares());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(w.pool.spares(), SPARE_BUFFERS);
+        assert_eq!(std::fs::metadata(&file).unwrap().len(), flood + 9);
     }
 
     #[test]
