@@ -11,6 +11,9 @@
  *                                    DIR/w<i>.log verbatim (no timestamps)
  *                                    until every pipe is at EOF and every copy
  *                                    has exited.
+ *   baseline touch MIB               not a supervisor: writes to MIB MiB of
+ *                                    fresh memory and frees it (W4 runs it
+ *                                    before each trial; see bench/README.md).
  *
  * Built by bench/run with: gcc -O2 -o baseline baseline.c
  */
@@ -22,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -144,11 +148,24 @@ static int logcopy(const char *dir, int n, char **argv) {
     return 0;
 }
 
+static int touch(size_t mib) {
+    size_t n = mib << 20;
+    char *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        die("mmap");
+    for (size_t off = 0; off < n; off += 4096)
+        p[off] = 1;
+    munmap(p, n);
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc == 3 && strcmp(argv[1], "touch") == 0)
+        return touch(strtoul(argv[2], NULL, 10));
     if (argc >= 4 && strcmp(argv[1], "spawn") == 0)
         return spawn(atoi(argv[2]), argv + 3);
     if (argc >= 5 && strcmp(argv[1], "log") == 0)
         return logcopy(argv[2], atoi(argv[3]), argv + 4);
-    fprintf(stderr, "usage: baseline spawn N PROG ARG... | baseline log DIR N PROG ARG...\n");
+    fprintf(stderr, "usage: baseline spawn N PROG ARG... | baseline log DIR N PROG ARG... | baseline touch MIB\n");
     return 2;
 }

@@ -7,6 +7,7 @@ kernel events). Lines lost = printed - counted.
 """
 
 import os
+import subprocess
 import time
 
 from .common import session
@@ -15,6 +16,24 @@ from .subjects import Svc
 TOKEN = b"line "  # once per printed line whatever prefix the supervisor adds
 SETTLE_S = 2.0  # writers gone and the files unchanged this long: the output is complete
 POLL_S = 0.003
+# Bytes of memory a trial may need per printed line: 100 of text, up to ~45 of
+# prefix, and slack for the pipes and buffers.
+WARM_PER_LINE = 160
+
+
+def warm_memory(ctx, lines):
+    """Touches and frees as much memory as the trial will fill, just before it.
+
+    On these VMs memory the guest has not used for a few seconds is slow to
+    touch again (the host takes back freed pages: virtio-balloon free page
+    reporting), and a log trial writes gigabytes into the page cache. Without
+    this, whichever subject ran first after a pause paid for it: one writer's
+    log writer took 140-224 ms of CPU after a 20 s pause, 43-57 ms after
+    touching 400 MiB first; a 20-writer trial's copy into the page cache
+    took 6.8 times its usual samples. Every subject now starts from the same
+    state."""
+    mib = lines * WARM_PER_LINE >> 20
+    subprocess.run([ctx.env.baseline, "touch", str(mib)], check=True)
 
 
 def log_files(subject, names):
@@ -59,6 +78,7 @@ def run(ctx, cls, writers, lines):
         for i in range(writers)
     ]
     with session(ctx, cls, f"logs{tag}", services) as s:
+        warm_memory(ctx, writers * lines)
         s.launch()
         s.start_once([sv.name for sv in services])  # runit and s6: a never-restarted service starts on request
         if ctx.events.wait_exec_after(0, set(), timeout=60) is None:
