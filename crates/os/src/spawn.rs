@@ -322,19 +322,20 @@ fn setup_err(what: &'static str) -> impl FnOnce(nix::errno::Errno) -> SpawnError
 pub fn spawn(plan: &SpawnPlan) -> Result<Spawned, SpawnError> {
     let (out_r, out_w) = match plan.output {
         Output::Capture => {
-            let (r, w) = pipe::pipe().map_err(setup_err("create the stdout pipe"))?;
+            let (r, w) = pipe::for_reading().map_err(setup_err("create the stdout pipe"))?;
             (Some(r), Some(w))
         }
         Output::Discard => (None, None),
     };
     let (err_r, err_w) = match plan.output {
         Output::Capture => {
-            let (r, w) = pipe::pipe().map_err(setup_err("create the stderr pipe"))?;
+            let (r, w) = pipe::for_reading().map_err(setup_err("create the stderr pipe"))?;
             (Some(r), Some(w))
         }
         Output::Discard => (None, None),
     };
-    let (status_r, status_w) = pipe::pipe().map_err(setup_err("create the exec-status pipe"))?;
+    let (status_r, status_w) =
+        pipe::for_reading().map_err(setup_err("create the exec-status pipe"))?;
 
     let mut sources: Vec<(RawFd, RawFd)> = Vec::with_capacity(2 + plan.extra_fds.len());
     if let Some(w) = &out_w {
@@ -371,10 +372,6 @@ pub fn spawn(plan: &SpawnPlan) -> Result<Spawned, SpawnError> {
     drop(out_w);
     drop(err_w);
     drop(status_w);
-    for fd in [&out_r, &err_r].into_iter().flatten() {
-        pipe::set_nonblocking(fd).map_err(setup_err("make a pipe non-blocking"))?;
-    }
-    pipe::set_nonblocking(&status_r).map_err(setup_err("make a pipe non-blocking"))?;
     Ok(Spawned {
         pid: pid as u32,
         stdout: out_r,

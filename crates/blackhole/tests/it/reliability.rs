@@ -421,8 +421,33 @@ fn binaries_data_and_services_folders_vanishing_are_survived() {
     // The binary comes back: so does the service, data dir recreated.
     std::fs::write(&bin, &saved).unwrap();
     std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let pid = s.wait_state("app", State::Running).pid.unwrap();
+    let data = s.services.join("app/data");
+    assert!(data.is_dir());
+    // A file where the data dir goes: the error names it, and once it is
+    // gone the folder is made again.
+    std::fs::remove_dir_all(&data).unwrap();
+    std::fs::write(&data, "not a folder").unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let st = s.wait_status(
+        "app",
+        "failing to enter its data dir",
+        Duration::from_secs(10),
+        |st| {
+            st.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("Not a directory"))
+        },
+    );
+    let error = st.last_error.unwrap();
+    assert!(error.contains(&data.display().to_string()), "{error}");
+    std::fs::remove_file(&data).unwrap();
     s.wait_state("app", State::Running);
-    assert!(s.services.join("app/data").is_dir());
+    assert!(data.is_dir());
     // The whole services folder goes: a reload refuses with a reason, and
     // everything keeps running as before.
     let other = s.status("other").pid;

@@ -167,9 +167,8 @@ impl Health {
             }
         }
         if let Some(fd) = self.spec.readiness_fd() {
-            let (r, w) = blackhole_os::pipe::pipe()
+            let (r, w) = blackhole_os::pipe::for_reading()
                 .map_err(|e| format!("cannot create the readiness pipe: {e}"))?;
-            blackhole_os::pipe::set_nonblocking(&r).map_err(|e| format!("readiness pipe: {e}"))?;
             self.ready_fd = Some(
                 blackhole_os::asyncfd::register(r).map_err(|e| format!("readiness pipe: {e}"))?,
             );

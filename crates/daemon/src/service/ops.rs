@@ -17,7 +17,9 @@ use blackhole_core::config::spec::RlimitKind;
 use blackhole_core::machine::ExitStatus;
 use blackhole_core::signal::Signal;
 use blackhole_os::filewatch::{FileWatch, FileWatcher};
-use blackhole_os::spawn::{Credentials, Output, Rlimit, SpawnPlan, decode_exec_status};
+use blackhole_os::spawn::{
+    Credentials, Output, Rlimit, SpawnError, SpawnPlan, Stage, decode_exec_status,
+};
 use blackhole_os::spawner::Spawner;
 use blackhole_os::track::cgroup::ServiceCgroup;
 use blackhole_os::track::{Controller, Limits};
@@ -252,7 +254,7 @@ impl OsProcesses {
     fn plan(&mut self, spec: &ServiceSpec, extras: RunExtras) -> Result<SpawnPlan, LaunchError> {
         let mut env = env::build(spec, &self.ctx.base_env)?;
         env.extend(extras.env);
-        std::fs::create_dir_all(&spec.data_dir)
+        make_data_dir(&spec.data_dir)
             .map_err(|e| format!("cannot create data dir {}: {e}", spec.data_dir.display()))?;
         if let Some(c) = &spec.credentials {
             // The service owns its data dir (not what is inside: that is
@@ -398,9 +400,22 @@ impl Processes for OsProcesses {
             self.group.started(spawned.pid);
             let program = spec.binary.display().to_string();
             let exec = read_exec_status(spawned.exec_status).await;
-            if let Err(e) = exec
-                .and_then(|bytes| decode_exec_status(&program, &bytes).map_err(|e| e.to_string()))
-            {
+            if let Err(e) = exec.and_then(|bytes| {
+                decode_exec_status(&program, &bytes).map_err(|e| match e {
+                    // The folder is made only when missing (see
+                    // `make_data_dir`): a file in its place shows here.
+                    SpawnError::Child {
+                        stage: Stage::Chdir,
+                        errno,
+                        ..
+                    } => format!(
+                        "{program}: cannot enter its data directory {}: {}",
+                        spec.data_dir.display(),
+                        std::io::Error::from_raw_os_error(errno)
+                    ),
+                    e => e.to_string(),
+                })
+            }) {
                 // The child exits at once; wait so that nothing of the
                 // failed attempt outlives this call.
                 let _ = exit_rx.await;
@@ -488,8 +503,7 @@ impl Processes for OsProcesses {
             .first()
             .filter(|(c, _)| c.is_none())
             .map(|(_, p)| p.to_path_buf())?;
-        let usec = blackhole_os::track::read_key(&dir.join("cpu.stat"), "usage_usec");
-        Some((dir, usec))
+        Some((dir, self.group.cpu_usage_usec().unwrap_or(0)))
     }
 
     fn release(&mut self) {
@@ -501,6 +515,18 @@ impl Processes for OsProcesses {
 
     fn describe(&self) -> String {
         self.group.describe()
+    }
+}
+
+/// The service's data folder, made if missing (someone may have removed it
+/// since the last start). One `mkdir` when it is there: `create_dir_all`
+/// adds a `stat` to tell a folder from a file; a file in its place fails
+/// the child's `chdir` instead, reported with the path.
+fn make_data_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::create_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(dir),
+        other => other,
     }
 }
 

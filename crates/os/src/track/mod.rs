@@ -324,13 +324,24 @@ fn unlimited(c: Controller) -> Vec<(&'static str, String)> {
 pub fn read_key(path: &Path, key: &str) -> u64 {
     crate::kernfs::read(path, crate::kernfs::Kind::List)
         .ok()
-        .and_then(|t| {
-            t.lines().find_map(|l| {
-                let (k, v) = l.split_once(' ')?;
-                (k == key).then(|| v.trim().parse().ok())?
-            })
-        })
+        .and_then(|t| key_value(&t, key))
         .unwrap_or(0)
+}
+
+/// The number after `key ` in a `key value` per line file.
+fn key_value(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok())?
+    })
+}
+
+impl Group {
+    /// CPU time of the tracking cgroup's processes so far, when the
+    /// service has one (see [`ServiceCgroup::cpu_usage_usec`]).
+    pub fn cpu_usage_usec(&self) -> Option<u64> {
+        self.cgroup.as_ref()?.cpu_usage_usec()
+    }
 }
 
 #[cfg(test)]
