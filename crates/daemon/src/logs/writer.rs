@@ -25,25 +25,23 @@ const QUEUE: usize = 64;
 /// buffer from the pool. A flood keeps them all in flight whenever the
 /// writer thread is off the CPU, and each batch written then wakes one
 /// waiting pump: with 16 (1 MiB), 20 services flooding at once put the
-/// runtime thread to sleep 6,000 to 15,000 times in 1.6 to 2.0 s, and the
-/// machine stood idle a quarter of the time. 48 halved those sleeps and
+/// runtime thread to sleep 4,000 to 15,000 times in 1.6 to 2.2 s, and the
+/// machine stood idle a fifth to a third of the time. 48 halved those sleeps and
 /// cut the run to 1.3 to 1.5 s (32 and 64 did no better); one writer runs
 /// as fast as with 16. Releasing the permits in bulk instead (once per
 /// wake-up of the writer) was slower still: the two threads took turns
 /// instead of overlapping.
 const FULL_IN_FLIGHT: usize = 48;
 /// Spare buffers kept once the logs are quiet (a flood keeps more, see
-/// [`BufferPool`]): 115 KiB each, about 70 KiB of it touched. The first
+/// [`BufferPool`]): 112 KiB each, about 70 KiB of it touched. The first
 /// reads of a flood after a quiet spell allocate the rest again.
 const SPARE_BUFFERS: usize = 8;
 /// Buffers at least this large come from the pool and count as full.
 const POOLED: usize = BATCH_BYTES / 2;
-/// After a flood, the spares beyond [`SPARE_BUFFERS`] are let go once the
-/// writer has waited this long for work.
-#[cfg(not(test))]
+/// After a flood, the spares beyond [`SPARE_BUFFERS`] are let go once no
+/// full-size buffer has been taken or given back for this long (a trickle
+/// of small batches and notes does not hold them).
 const QUIET: Duration = Duration::from_secs(1);
-#[cfg(test)]
-const QUIET: Duration = Duration::from_millis(300);
 
 /// Buffers of written batches, handed back to the pumps.
 ///
@@ -62,17 +60,31 @@ pub struct BufferPool {
     made: AtomicU64,
 }
 
-#[derive(Default)]
 struct PoolState {
     spare: Vec<Vec<u8>>,
     /// Full-size buffers taken and not given back: in rings, in the
-    /// queue, being filled. An estimate: a buffer dropped elsewhere (a
-    /// removed service's ring) is never given back, which only makes the
-    /// pool keep fewer spares.
+    /// queue, being filled. An estimate, and a harmless one: a buffer
+    /// dropped without being given back (a removed service's ring) raises
+    /// it and `peak` alike; a small buffer that grew to full size before
+    /// it was given back lowers it, by at most one per such buffer, until
+    /// it is 0.
     lent: usize,
     /// The most buffers lent at once since the logs were last quiet
     /// (counted from the first take after that).
     peak: usize,
+    /// When a full-size buffer was last taken or given back.
+    busy: Instant,
+}
+
+impl Default for PoolState {
+    fn default() -> Self {
+        PoolState {
+            spare: Vec::new(),
+            lent: 0,
+            peak: 0,
+            busy: Instant::now(),
+        }
+    }
 }
 
 impl BufferPool {
@@ -85,6 +97,7 @@ impl BufferPool {
             let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
             s.lent += 1;
             s.peak = s.peak.max(s.lent);
+            s.busy = Instant::now();
             s.spare.pop()
         };
         match spare {
@@ -94,7 +107,9 @@ impl BufferPool {
             }
             None => {
                 self.made.fetch_add(1, Ordering::Relaxed);
-                Vec::with_capacity(want)
+                // Full size whatever was asked, so that it is counted back
+                // in when it is given back.
+                Vec::with_capacity(want.max(BATCH_BYTES))
             }
         }
     }
@@ -109,6 +124,7 @@ impl BufferPool {
         buf.clear();
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         s.lent = s.lent.saturating_sub(1);
+        s.busy = Instant::now();
         if s.spare.len() < SPARE_BUFFERS.max(s.peak.saturating_sub(s.lent)) {
             s.spare.push(buf);
             return;
@@ -117,14 +133,11 @@ impl BufferPool {
         drop(buf); // freed outside the lock
     }
 
-    /// More spares than [`BufferPool::trim`] keeps.
-    fn has_excess(&self) -> bool {
-        self.state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .spare
-            .len()
-            > SPARE_BUFFERS
+    /// When the spares beyond what [`BufferPool::trim`] keeps are due to
+    /// go: `quiet` after full-size buffers last moved. `None`: no excess.
+    fn trim_due(&self, quiet: Duration) -> Option<Instant> {
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        (s.spare.len() > SPARE_BUFFERS).then(|| s.busy + quiet)
     }
 
     /// The logs are quiet: keeps [`SPARE_BUFFERS`] spares and forgets the
@@ -201,6 +214,16 @@ struct Limits {
 impl LogWriter {
     /// Starts the writer thread; files go to `dir/NAME.log`.
     pub fn start(dir: PathBuf, max_size: u64, max_files: u32) -> std::io::Result<LogWriter> {
+        LogWriter::start_with(dir, max_size, max_files, QUIET)
+    }
+
+    /// [`LogWriter::start`], letting a flood's spares go after `quiet`.
+    fn start_with(
+        dir: PathBuf,
+        max_size: u64,
+        max_files: u32,
+        quiet: Duration,
+    ) -> std::io::Result<LogWriter> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let stats = Arc::new(WriterStats::default());
         let thread_stats = stats.clone();
@@ -222,6 +245,7 @@ impl LogWriter {
                     thread_stats,
                     &thread_pool,
                     &thread_idle,
+                    quiet,
                 )
             })?;
         Ok(LogWriter {
@@ -315,6 +339,7 @@ fn run(
     stats: Arc<WriterStats>,
     pool: &BufferPool,
     idle: &AtomicBool,
+    quiet: Duration,
 ) {
     let mut w = Writer {
         dir,
@@ -324,7 +349,7 @@ fn run(
         limits: HashMap::new(),
         failing: HashMap::new(),
     };
-    while let Some(msg) = next_message(&mut rx, pool, idle) {
+    while let Some(msg) = next_message(&mut rx, pool, idle, quiet) {
         let mut written = w.handle(msg, pool);
         let mut messages = 1;
         while let Ok(msg) = rx.try_recv() {
@@ -341,32 +366,41 @@ fn run(
 
 /// The next message, waiting as long as it takes (`None`: every sender is
 /// gone). While the pool holds more spares than it keeps for good, the
-/// wait is cut at [`QUIET`] to let them go: one wake-up after a flood,
-/// none while idle.
-fn next_message(rx: &mut mpsc::Receiver<Msg>, pool: &BufferPool, idle: &AtomicBool) -> Option<Msg> {
-    if !pool.has_excess() {
-        return rx.blocking_recv();
-    }
-    let deadline = Instant::now() + QUIET;
-    idle.store(true, Ordering::Relaxed);
-    // Pairs with the fence in `LogWriter::queue`.
-    std::sync::atomic::fence(Ordering::SeqCst);
-    while Instant::now() < deadline {
+/// wait is cut when they are due to go (see [`QUIET`]): one wake-up after
+/// a flood, none while idle.
+fn next_message(
+    rx: &mut mpsc::Receiver<Msg>,
+    pool: &BufferPool,
+    idle: &AtomicBool,
+    quiet: Duration,
+) -> Option<Msg> {
+    loop {
+        let Some(due) = pool.trim_due(quiet) else {
+            return rx.blocking_recv();
+        };
+        let now = Instant::now();
+        if now >= due {
+            pool.trim();
+            continue;
+        }
+        idle.store(true, Ordering::Relaxed);
+        // Pairs with the fence in `LogWriter::queue`.
+        std::sync::atomic::fence(Ordering::SeqCst);
         let msg = match rx.try_recv() {
-            Ok(msg) => Some(msg),
-            Err(mpsc::error::TryRecvError::Disconnected) => None,
+            Ok(msg) => Some(Some(msg)),
+            Err(mpsc::error::TryRecvError::Disconnected) => Some(None),
             Err(mpsc::error::TryRecvError::Empty) => {
-                // Woken by a sender, or spuriously: look again.
-                std::thread::park_timeout(deadline.saturating_duration_since(Instant::now()));
-                continue;
+                // Woken by a sender, or spuriously: look again (the
+                // buffers may have moved meanwhile, putting it off).
+                std::thread::park_timeout(due - now);
+                None
             }
         };
         idle.store(false, Ordering::Relaxed);
-        return msg;
+        if let Some(msg) = msg {
+            return msg;
+        }
     }
-    idle.store(false, Ordering::Relaxed);
-    pool.trim();
-    rx.blocking_recv()
 }
 
 struct Writer {
@@ -538,7 +572,7 @@ mod tests {
             made as usize <= FULL_IN_FLIGHT + 1,
             "{made} buffers allocated for {BATCHES} batches"
         );
-        assert!(kept <= made as usize);
+        assert_eq!(kept, made as usize);
         assert_eq!(counters.dropped.load(Ordering::Relaxed), 0);
     }
 
@@ -618,29 +652,36 @@ mod tests {
         assert_eq!(pool.spares(), SPARE_BUFFERS);
     }
 
-    #[tokio::test]
-    async fn the_writer_lets_a_floods_spares_go_once_the_logs_are_quiet() {
-        let dir = tempfile::tempdir().unwrap();
-        let w = LogWriter::start(dir.path().to_path_buf(), u64::MAX, 1).unwrap();
+    /// Many services' batches cut at once, then written: the pool ends up
+    /// holding `out` spares.
+    async fn flood(w: &LogWriter, out: usize) -> Arc<Counters> {
         let counters = Arc::new(Counters::default());
-        // Many services' batches cut at once, then written.
-        const OUT: usize = 3 * SPARE_BUFFERS;
-        let cut: Vec<_> = (0..OUT).map(|_| full_buffer(&w.pool)).collect();
+        let cut: Vec<_> = (0..out).map(|_| full_buffer(&w.pool)).collect();
         for b in cut {
-            w.send(Batch {
-                service: "flood".into(),
-                bytes: Arc::new(b),
-                lines: 1,
-                counters: counters.clone(),
-            })
-            .await;
+            w.send(line_batch(b, &counters)).await;
         }
         w.flush().await;
-        // Kept while the flood may go on: the next one allocates nothing.
-        // A line meanwhile wakes the writer at once (or it would see it
-        // only after letting them go).
-        let file = dir.path().join("flood.log");
-        let flood = (OUT * BATCH_BYTES) as u64;
+        assert_eq!(w.pool.spares(), out);
+        counters
+    }
+
+    fn line_batch(bytes: Vec<u8>, counters: &Arc<Counters>) -> Batch {
+        Batch {
+            service: "flood".into(),
+            bytes: Arc::new(bytes),
+            lines: 1,
+            counters: counters.clone(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_line_wakes_a_writer_that_holds_a_floods_spares() {
+        let dir = tempfile::tempdir().unwrap();
+        // Quiet comes late: the spares stay for the whole test.
+        let quiet = Duration::from_secs(60);
+        let w = LogWriter::start_with(dir.path().to_path_buf(), u64::MAX, 1, quiet).unwrap();
+        const OUT: usize = 3 * SPARE_BUFFERS;
+        let counters = flood(&w, OUT).await;
         let deadline = Instant::now() + Duration::from_secs(10);
         while !w.idle.load(Ordering::Relaxed) {
             assert!(Instant::now() < deadline, "the writer never waited");
@@ -648,28 +689,41 @@ mod tests {
         }
         // Time to go from the flag to the park: the line must wake it,
         // not find it still looking (this only makes the test sharper).
-        std::thread::sleep(QUIET / 6);
-        w.send(Batch {
-            service: "flood".into(),
-            bytes: Arc::new(b"one more\n".to_vec()),
-            lines: 1,
-            counters: counters.clone(),
-        })
-        .await;
-        let deadline = Instant::now() + Duration::from_secs(10);
+        std::thread::sleep(Duration::from_millis(50));
+        w.send(line_batch(b"one more\n".to_vec(), &counters)).await;
+        let file = dir.path().join("flood.log");
+        let flood = (OUT * BATCH_BYTES) as u64;
+        // Without the wake-up it would be written after `quiet`.
+        let deadline = Instant::now() + quiet / 3;
         while std::fs::metadata(&file).unwrap().len() == flood {
             assert!(Instant::now() < deadline, "the line was not written");
             std::thread::sleep(Duration::from_millis(1));
         }
+        assert_eq!(std::fs::metadata(&file).unwrap().len(), flood + 9);
         assert_eq!(w.pool.spares(), OUT);
-        // Let go once the logs are quiet, with nothing more sent.
+    }
+
+    #[tokio::test]
+    async fn a_floods_spares_go_once_no_full_buffer_has_moved_for_a_while() {
+        let dir = tempfile::tempdir().unwrap();
+        let quiet = Duration::from_millis(200);
+        let w = LogWriter::start_with(dir.path().to_path_buf(), u64::MAX, 1, quiet).unwrap();
+        let counters = flood(&w, 3 * SPARE_BUFFERS).await;
+        // A trickle of short lines (a heartbeat) does not hold them.
         let deadline = Instant::now() + Duration::from_secs(10);
+        let mut sent = 0u64;
         while w.pool.spares() > SPARE_BUFFERS {
             assert!(Instant::now() < deadline, "{} spares kept", w.pool.spares());
-            std::thread::sleep(Duration::from_millis(10));
+            w.send(line_batch(b"tick\n".to_vec(), &counters)).await;
+            sent += 1;
+            std::thread::sleep(Duration::from_millis(20));
         }
         assert_eq!(w.pool.spares(), SPARE_BUFFERS);
-        assert_eq!(std::fs::metadata(&file).unwrap().len(), flood + 9);
+        w.flush().await;
+        let len = std::fs::metadata(dir.path().join("flood.log"))
+            .unwrap()
+            .len();
+        assert_eq!(len, (3 * SPARE_BUFFERS * BATCH_BYTES) as u64 + 5 * sent);
     }
 
     #[test]
