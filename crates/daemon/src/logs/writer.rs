@@ -26,9 +26,9 @@ const QUEUE: usize = 64;
 /// writer thread is off the CPU, and each batch written then wakes one
 /// waiting pump: with 16 (1 MiB), 20 services flooding at once put the
 /// runtime thread to sleep 4,000 to 15,000 times in 1.6 to 2.2 s, and the
-/// machine stood idle a fifth to a third of the time. 48 halved those sleeps and
-/// cut the run to 1.3 to 1.5 s (32 and 64 did no better); one writer runs
-/// as fast as with 16. Releasing the permits in bulk instead (once per
+/// machine stood idle a fifth to a third of the time. 48 halved those
+/// sleeps and cut the run to 1.3 to 1.5 s (32 and 64 did no better); one
+/// writer runs as fast as with 16. Releasing the permits in bulk instead (once per
 /// wake-up of the writer) was slower still: the two threads took turns
 /// instead of overlapping.
 const FULL_IN_FLIGHT: usize = 48;
@@ -706,7 +706,9 @@ mod tests {
     #[tokio::test]
     async fn a_floods_spares_go_once_no_full_buffer_has_moved_for_a_while() {
         let dir = tempfile::tempdir().unwrap();
-        let quiet = Duration::from_millis(200);
+        // Long enough that the flood's end cannot pass for quiet on a
+        // loaded machine before its spares are counted.
+        let quiet = Duration::from_secs(1);
         let w = LogWriter::start_with(dir.path().to_path_buf(), u64::MAX, 1, quiet).unwrap();
         let counters = flood(&w, 3 * SPARE_BUFFERS).await;
         // A trickle of short lines (a heartbeat) does not hold them.

@@ -278,6 +278,12 @@ impl Group {
         out
     }
 
+    /// CPU time of the tracking cgroup's processes so far, when the
+    /// service has one (see [`ServiceCgroup::cpu_usage_usec`]).
+    pub fn cpu_usage_usec(&self) -> Option<u64> {
+        self.cgroup.as_ref()?.cpu_usage_usec()
+    }
+
     /// The service's cgroups once it is stopped for good, for the caller
     /// to remove (with [`remove_all`]) when it suits it; the group forgets
     /// them.
@@ -334,14 +340,6 @@ fn key_value(text: &str, key: &str) -> Option<u64> {
         let (k, v) = l.split_once(' ')?;
         (k == key).then(|| v.trim().parse().ok())?
     })
-}
-
-impl Group {
-    /// CPU time of the tracking cgroup's processes so far, when the
-    /// service has one (see [`ServiceCgroup::cpu_usage_usec`]).
-    pub fn cpu_usage_usec(&self) -> Option<u64> {
-        self.cgroup.as_ref()?.cpu_usage_usec()
-    }
 }
 
 #[cfg(test)]
