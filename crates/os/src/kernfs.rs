@@ -8,8 +8,14 @@
 //! Two kinds of file: a *record* (`/proc/PID/stat`, `cgroup.events`) is
 //! generated in one piece, so a read that returns less than was asked for
 //! has reached the end: open, one read, close. A *list* (`cgroup.procs`)
-//! is handed out in whole lines that fit the buffer, so a short read says
-//! nothing, and only a read returning 0 ends it.
+//! is a `seq_file`: the kernel fills a page of whole entries and hands out
+//! what was asked for, so a 4 KiB read stops short when the entries run
+//! out, or when the next entry would overflow that page. Entries are short
+//! (a pid and a newline, 8 bytes at most), so a read that leaves room for
+//! a long one has reached the end, and the read returning 0 that would
+//! confirm it is skipped: one system call fewer per stop signal and per
+//! emptiness check. Were a kernel to stop earlier, a member could miss the
+//! stop signal; the kill at the stop timeout is cgroup-wide and ends it.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -39,17 +45,35 @@ pub fn reread(file: &File, kind: Kind) -> io::Result<String> {
     })
 }
 
-fn collect(kind: Kind, mut read: impl FnMut(&mut [u8]) -> io::Result<usize>) -> io::Result<String> {
+/// Longer than any entry of the lists read here (`cgroup.procs`,
+/// `/proc/PID/task/TID/children`: a pid and a separator).
+const LONGEST_ENTRY: usize = 64;
+
+fn collect(kind: Kind, read: impl FnMut(&mut [u8]) -> io::Result<usize>) -> io::Result<String> {
+    collect_in(kind, &mut [0u8; 4096], LONGEST_ENTRY, read)
+}
+
+/// [`collect`] through `chunk`, taking a list's entries to be at most
+/// `longest` bytes.
+fn collect_in(
+    kind: Kind,
+    chunk: &mut [u8],
+    longest: usize,
+    mut read: impl FnMut(&mut [u8]) -> io::Result<usize>,
+) -> io::Result<String> {
     let mut out = Vec::new();
-    let mut chunk = [0u8; 4096];
     loop {
-        let n = match read(&mut chunk) {
+        let n = match read(chunk) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
         out.extend_from_slice(&chunk[..n]);
-        if n == 0 || (kind == Kind::Record && n < chunk.len()) {
+        let end = match kind {
+            Kind::Record => n < chunk.len(),
+            Kind::List => n + longest <= chunk.len(),
+        };
+        if n == 0 || end {
             break;
         }
     }
@@ -78,6 +102,37 @@ mod tests {
             4096
         );
         assert!(read(&dir.path().join("missing"), Kind::Record).is_err());
+    }
+
+    /// The kernel's side of the bargain, on a long real `seq_file`
+    /// (`/proc/kallsyms`, whose entries are lines of up to ~100 bytes): a
+    /// read through the 4 KiB buffer stops short inside the list when the
+    /// next entry does not fit, never by more than that entry, so one that
+    /// leaves room for the longest entry is the last.
+    #[test]
+    fn a_list_read_that_leaves_room_for_an_entry_is_the_last() {
+        let path = Path::new("/proc/kallsyms");
+        let whole = String::from_utf8(std::fs::read(path).unwrap()).unwrap();
+        let longest = whole.lines().map(|l| l.len() + 1).max().unwrap();
+        let mut file = File::open(path).unwrap();
+        let (mut reads, mut short) = (0, 0);
+        let text = collect_in(Kind::List, &mut [0u8; 4096], longest, |buf| {
+            let n = file.read(buf)?;
+            reads += 1;
+            short += usize::from(n > 0 && n < buf.len());
+            Ok(n)
+        })
+        .unwrap();
+        assert!(
+            short > 1,
+            "no read stopped short inside the list ({reads} reads)"
+        );
+        assert_eq!(
+            text.len(),
+            whole.len(),
+            "the list read whole in {reads} reads"
+        );
+        assert_eq!(text, whole);
     }
 
     #[test]
