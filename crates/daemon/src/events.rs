@@ -28,6 +28,12 @@ impl Default for EventBus {
 }
 
 impl EventBus {
+    /// How many events have been published (for tests of their order).
+    #[cfg(test)]
+    pub fn published(&self) -> u64 {
+        self.seq.load(Ordering::Relaxed)
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.tx.subscribe()
     }

@@ -274,6 +274,12 @@ impl LogWriter {
         }
     }
 
+    /// Room left in the queue (for tests that fill it).
+    #[cfg(test)]
+    pub(crate) fn queue_room(&self) -> usize {
+        self.tx.capacity()
+    }
+
     async fn queue(&self, msg: Msg) -> Result<(), mpsc::error::SendError<Msg>> {
         self.tx.send(msg).await?;
         // Pairs with the fence in `next_message`: either the writer sees

@@ -356,13 +356,31 @@ impl<P: Processes> Actor<P> {
         while let Some(input) = queue.pop_front() {
             let before = self.machine.state();
             let was_ready = self.machine.ready();
-            let effects = self.machine.handle(input, Instant::now(), fastrand::f64());
+            let mut effects = self.machine.handle(input, Instant::now(), fastrand::f64());
+            // Signals go out before anyone is told of the change: telling
+            // waits for room in the log writer's queue, which a burst of
+            // notes (a stop of hundreds) or a stalled disk fills, and a
+            // stop must not wait for the disk.
+            let mut signalled = false;
+            effects.retain(|effect| match *effect {
+                Effect::Signal(sig) => {
+                    self.procs.signal_all(sig);
+                    signalled = true;
+                    false
+                }
+                Effect::KillAll => {
+                    self.procs.kill_all();
+                    signalled = true;
+                    false
+                }
+                _ => true,
+            });
             let after = self.machine.state();
             if before != after {
                 if after == State::Running {
                     self.health.became_ready();
                 }
-                self.transitioned(before, after).await;
+                self.transitioned(before, after, signalled).await;
             } else if after == State::Running && was_ready != self.machine.ready() {
                 // Readiness changed without a state change: say so.
                 let message = if self.machine.ready() {
@@ -391,8 +409,8 @@ impl<P: Processes> Actor<P> {
                         Err(LaunchError::Failed(why)) => queue.push_back(Input::SpawnFailed(why)),
                         Err(LaunchError::Refused(why)) => queue.push_back(Input::StartRefused(why)),
                     },
-                    Effect::Signal(sig) => self.procs.signal_all(sig),
-                    Effect::KillAll => self.procs.kill_all(),
+                    // Carried out (and taken out) before the telling.
+                    Effect::Signal(_) | Effect::KillAll => {}
                     Effect::WatchGroup => {
                         self.want_watch = true;
                         // While the main process lives the group cannot be
@@ -484,7 +502,8 @@ impl<P: Processes> Actor<P> {
 
     /// Tells everyone about a state change: the event bus, the service's
     /// log, the orchestrator's log.
-    async fn transitioned(&mut self, from: State, to: State) {
+    /// `signalled`: the change sent the service a signal.
+    async fn transitioned(&mut self, from: State, to: State, signalled: bool) {
         let name = self.spec.name.clone();
         let m = &self.machine;
         let message = match to {
@@ -514,6 +533,19 @@ impl<P: Processes> Actor<P> {
                 .to_string(),
         };
         let pid = m.pid();
+        if to != State::Starting {
+            self.log.note(pid, &message).await;
+        }
+        if signalled {
+            // The rest of the telling waits until the other services
+            // being stopped have had their signals too: a stop of many
+            // signals them all within a millisecond, where signalling
+            // each after the previous one's telling left the last waiting
+            // several, its turn slowed further by the services already
+            // exiting on the same cores. The note stays first, so that it
+            // precedes in the log whatever the signal makes the service say.
+            tokio::task::yield_now().await;
+        }
         match to {
             State::Failed => tracing::error!(service = %name, "{from} -> {to}: {message}"),
             State::Restarting => tracing::warn!(service = %name, "{from} -> {to}: {message}"),
@@ -524,9 +556,6 @@ impl<P: Processes> Actor<P> {
                 tracing::debug!(service = %name, "{from} -> {to}: {message}")
             }
             _ => tracing::info!(service = %name, "{from} -> {to}: {message}"),
-        }
-        if to != State::Starting {
-            self.log.note(pid, &message).await;
         }
         self.events.state(&name, from, to, pid, message);
     }

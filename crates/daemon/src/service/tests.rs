@@ -32,6 +32,8 @@ struct World {
     leftover: bool,
     watches: u32,
     group_changed: Arc<tokio::sync::Notify>,
+    /// Called at each signal (a test's probe of what was done before it).
+    on_signal: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 impl World {
@@ -93,6 +95,9 @@ impl Processes for Fake {
     fn signal_all(&mut self, sig: Signal) {
         let mut w = self.world();
         w.signals.push(sig);
+        if let Some(probe) = &w.on_signal {
+            probe();
+        }
         if !(w.ignore_term && sig == Signal::TERM) {
             let pids: Vec<u32> = w.exits.keys().copied().collect();
             for pid in pids {
@@ -200,13 +205,25 @@ impl Rig {
     fn start(spec: ServiceSpec, fake: Fake) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let writer = LogWriter::start(dir.path().to_path_buf(), 1 << 20, 2).unwrap();
+        Rig::start_on(spec, fake, writer, dir, EventBus::default())
+    }
+
+    /// [`Rig::start`] with a log writer (on `dir`) and an event bus of the
+    /// test's own.
+    fn start_on(
+        spec: ServiceSpec,
+        fake: Fake,
+        writer: LogWriter,
+        dir: tempfile::TempDir,
+        bus: EventBus,
+    ) -> Rig {
         let log = ServiceLog::new("svc", writer, false, 256 * 1024);
         let (tx, rx) = mpsc::channel(8);
         let (actor, snapshot) = Actor::new(
             Arc::new(spec),
             fake.clone(),
             rx,
-            EventBus::default(),
+            bus,
             log,
             Clock::default(),
             Default::default(),
@@ -303,6 +320,100 @@ async fn crash_loop_backs_off_exponentially_then_fails() {
     let status = rig.snapshot.borrow().view();
     assert_eq!(status.restarts, 4);
     assert!(status.last_error.unwrap().contains("gave up after 5"));
+}
+
+/// The log writer stuck opening a file (a FIFO nobody reads stands for a
+/// hung disk) and its queue full behind it: a stop still signals at once;
+/// the "stopping" note waits.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_log_writer_does_not_hold_up_a_stop_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("stall.log");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let writer = LogWriter::start(dir.path().to_path_buf(), 1 << 20, 2).unwrap();
+    let rig = Rig::start_on(
+        spec(RestartPolicy::Never, 0),
+        Fake::default(),
+        writer.clone(),
+        dir,
+        EventBus::default(),
+    );
+    done(rig.send(|r| Command::Start(Some(r))).await);
+    let stall = ServiceLog::new("stall", writer.clone(), false, 4096);
+    let filler = tokio::spawn(async move {
+        loop {
+            stall.note(None, "filling the queue").await;
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while writer.queue_room() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the queue never filled"
+        );
+        tokio::task::yield_now().await;
+    }
+    rig.commands.send(Command::Stop(None)).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while rig.fake.world().signals.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no stop signal while the log writer is stuck"
+        );
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(rig.fake.world().signals, [Signal::TERM]);
+    filler.abort();
+    // Unstick the writer thread: its open returns once a reader has come.
+    std::thread::spawn(move || drop(std::fs::File::open(fifo)))
+        .join()
+        .unwrap();
+}
+
+/// Services stopped together are all signalled before any of them tells
+/// of it (an event published), so that the last is not kept waiting for
+/// the others' telling.
+#[tokio::test(start_paused = true)]
+async fn services_stopped_together_are_all_signalled_before_the_telling() {
+    let bus = EventBus::default();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let rigs: Vec<Rig> = (0..3)
+        .map(|_| {
+            let fake = Fake::default();
+            let (probe_bus, probe_seen) = (bus.clone(), seen.clone());
+            fake.world().on_signal = Some(Arc::new(move || {
+                probe_seen.lock().unwrap().push(probe_bus.published());
+            }));
+            let dir = tempfile::tempdir().unwrap();
+            let writer = LogWriter::start(dir.path().to_path_buf(), 1 << 20, 2).unwrap();
+            Rig::start_on(
+                spec(RestartPolicy::Never, 0),
+                fake,
+                writer,
+                dir,
+                bus.clone(),
+            )
+        })
+        .collect();
+    for rig in &rigs {
+        done(rig.send(|r| Command::Start(Some(r))).await);
+    }
+    let before = bus.published();
+    let mut replies = Vec::new();
+    for rig in &rigs {
+        let (tx, rx) = oneshot::channel();
+        rig.commands.try_send(Command::Stop(Some(tx))).unwrap();
+        replies.push(rx);
+    }
+    for rx in replies {
+        assert_eq!(done(rx.await.unwrap()).state, State::Stopped);
+    }
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [before; 3],
+        "events published before the last signal"
+    );
+    assert!(bus.published() > before);
 }
 
 #[tokio::test(start_paused = true)]
