@@ -83,6 +83,7 @@ pub fn up(opts: UpOptions) -> i32 {
     // statistics use `pow`), which was half a MiB of resident memory.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .on_thread_park(telemetry::flush_held)
         .build()
     {
         Ok(rt) => rt,
@@ -98,8 +99,11 @@ pub fn up(opts: UpOptions) -> i32 {
     };
     // The orchestrator is a task of its own, so that a panic in it is
     // reported as a failure rather than unwinding through `block_on`.
+    telemetry::hold_on_this_thread();
     let code = runtime.block_on(async move {
         let outcome = tokio::spawn(run(config, source)).await;
+        // What the orchestrator logged comes before what is said here.
+        telemetry::flush_held();
         match outcome {
             Ok(Ok(())) => exit::OK,
             Ok(Err(e)) => {
@@ -119,6 +123,7 @@ pub fn up(opts: UpOptions) -> i32 {
     // (see the end of its shutdown); the process is about to end and the
     // kernel takes it all back at once. Idle helper threads end with it.
     std::mem::forget(runtime);
+    telemetry::flush_held();
     code
 }
 

@@ -4,9 +4,10 @@
 //! Service lines (target `service`) read like `docker compose`:
 //! `2026-11-29T03:32:54.123Z web     | the line`.
 
+use std::cell::RefCell;
 use std::fmt;
-use std::io::IsTerminal;
-use std::time::SystemTime;
+use std::io::{self, IsTerminal, Write};
+use std::time::{Duration, Instant, SystemTime};
 
 use blackhole_core::config::{LogFormat, LogLevel};
 use tracing::field::{Field, Visit};
@@ -48,7 +49,7 @@ impl Telemetry {
                         .flatten_event(true)
                         .with_current_span(false)
                         .with_span_list(false)
-                        .with_writer(std::io::stderr),
+                        .with_writer(|| Stderr),
                 )
                 .try_init(),
             LogFormat::Text => tracing_subscriber::registry()
@@ -57,7 +58,7 @@ impl Telemetry {
                     tracing_subscriber::fmt::layer()
                         .event_format(TextFormat)
                         .with_ansi(ansi)
-                        .with_writer(std::io::stderr),
+                        .with_writer(|| Stderr),
                 )
                 .try_init(),
         };
@@ -79,6 +80,85 @@ impl Telemetry {
                 tracing::warn!("cannot change the log level: {e}");
             }
         }
+    }
+}
+
+/// The orchestrator's lines from the runtime thread are held and written
+/// together when that thread runs out of work ([`flush_held`], from the
+/// runtime's park hook), or once [`HOLD_BYTES`] are held or the first has
+/// waited [`HOLD_FOR`]: a stop of hundreds of services logs a line or two
+/// for each, and each was a write of its own. Other threads' lines are
+/// written at once.
+#[derive(Default)]
+struct Held {
+    bytes: Vec<u8>,
+    since: Option<Instant>,
+}
+
+const HOLD_BYTES: usize = 8 * 1024;
+const HOLD_FOR: Duration = Duration::from_millis(50);
+
+impl Held {
+    /// Adds a line; whether what is held is due to be written.
+    fn hold(&mut self, line: &[u8], now: Instant) -> bool {
+        let since = *self.since.get_or_insert(now);
+        self.bytes.extend_from_slice(line);
+        self.bytes.len() >= HOLD_BYTES || now.duration_since(since) >= HOLD_FOR
+    }
+
+    fn write_to(&mut self, out: &mut impl Write) {
+        if !self.bytes.is_empty() {
+            // Nowhere to report a failed write of the log itself.
+            let _ = out.write_all(&self.bytes);
+        }
+        self.bytes.clear();
+        self.since = None;
+    }
+}
+
+thread_local! {
+    static HELD: RefCell<Option<Held>> = const { RefCell::new(None) };
+}
+
+/// Holds this thread's lines from now on (the runtime thread's).
+pub fn hold_on_this_thread() {
+    HELD.with(|h| *h.borrow_mut() = Some(Held::default()));
+}
+
+/// Writes what this thread holds.
+pub fn flush_held() {
+    let _ = HELD.try_with(|h| {
+        if let Some(held) = h.borrow_mut().as_mut() {
+            held.write_to(&mut io::stderr());
+        }
+    });
+}
+
+/// Standard error, through [`Held`] on a thread that holds.
+struct Stderr;
+
+impl Write for Stderr {
+    fn write(&mut self, line: &[u8]) -> io::Result<usize> {
+        let held = HELD
+            .try_with(|h| match h.borrow_mut().as_mut() {
+                Some(held) => {
+                    if held.hold(line, Instant::now()) {
+                        held.write_to(&mut io::stderr());
+                    }
+                    true
+                }
+                None => false,
+            })
+            .unwrap_or(false);
+        if held {
+            Ok(line.len())
+        } else {
+            io::stderr().write(line)
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -174,5 +254,39 @@ where
         } else {
             writeln!(w, "{ts} {level:>5} {service}{}{}", f.message, f.rest)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_held_until_enough_bytes_or_time() {
+        let t0 = Instant::now();
+        let mut held = Held::default();
+        let line = [b'x'; 100];
+        let mut n = 0;
+        while !held.hold(&line, t0 + Duration::from_millis(1)) {
+            n += 1;
+        }
+        assert_eq!(
+            n + 1,
+            HOLD_BYTES.div_ceil(100),
+            "due once {HOLD_BYTES} bytes are held"
+        );
+        let mut out = Vec::new();
+        held.write_to(&mut out);
+        assert_eq!(out.len(), (n + 1) * 100);
+        assert!(held.bytes.is_empty() && held.since.is_none());
+        assert!(!held.hold(b"one\n", t0));
+        assert!(!held.hold(b"two\n", t0 + HOLD_FOR / 2));
+        assert!(
+            held.hold(b"three\n", t0 + HOLD_FOR),
+            "due once the first waited {HOLD_FOR:?}"
+        );
+        out.clear();
+        held.write_to(&mut out);
+        assert_eq!(out, b"one\ntwo\nthree\n");
     }
 }
