@@ -43,7 +43,7 @@ fn main() -> ExitCode {
             code::OK
         }
         other => {
-            let socket = commands::socket_path(&cli.global, &config, explicit);
+            let socket = commands::socket_path(&cli.global, &config);
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

@@ -77,7 +77,7 @@ pub fn run(global: &Global, config_path: &Path, explicit: bool, args: &UpArgs) -
             return code::FAILED;
         }
     };
-    let socket = super::socket_path(global, config_path, explicit);
+    let socket = super::socket_path(global, config_path);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -10,7 +10,7 @@ pub mod top;
 
 use std::path::{Path, PathBuf};
 
-use blackhole_core::config::{self, Discovery, Host, LoadOptions};
+use blackhole_core::config;
 
 use crate::cli::{Command, Global, LogFormatArg, UpArgs};
 use crate::client::{Client, ClientError};
@@ -39,33 +39,13 @@ pub fn up(config: &Path, explicit: bool, args: UpArgs) -> u8 {
     blackhole_daemon::up(opts).clamp(0, 255) as u8
 }
 
-/// Discovery that finds nothing: locating the socket needs only the
-/// `[orchestrator]` table.
-struct NoDiscovery;
-
-impl Host for NoDiscovery {
-    fn discover(&self, _: &Path) -> Discovery {
-        Discovery::default()
-    }
-}
-
 /// Where the orchestrator for this config listens: `--socket` or
 /// `$BLACKHOLE_SOCKET`, else the config's `socket`, else
-/// `.blackhole/control.sock` beside the config.
-pub fn socket_path(global: &Global, config: &Path, explicit: bool) -> PathBuf {
-    if let Some(s) = &global.socket {
-        return s.clone();
-    }
-    let loaded = config::load(config, explicit, &LoadOptions::default(), &NoDiscovery);
-    match loaded.config {
-        Some(c) => c.orchestrator.socket,
-        None => {
-            let dir = std::path::absolute(config)
-                .ok()
-                .and_then(|p| p.parent().map(Path::to_path_buf))
-                .unwrap_or_default();
-            dir.join(".blackhole").join("control.sock")
-        }
+/// `.blackhole/control.sock` beside the config (or its `state_dir`).
+pub fn socket_path(global: &Global, config: &Path) -> PathBuf {
+    match &global.socket {
+        Some(s) => s.clone(),
+        None => config::control_socket(config),
     }
 }
 

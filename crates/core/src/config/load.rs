@@ -375,6 +375,50 @@ fn resolve_path(base: &Path, value: &str) -> PathBuf {
     absolute(&base.join(value))
 }
 
+/// The state folder and the control socket, from `state_dir` and `socket`
+/// as written.
+fn state_and_socket(
+    base_dir: &Path,
+    state_dir: Option<&str>,
+    socket: Option<&str>,
+) -> (PathBuf, PathBuf) {
+    let state_dir = state_dir.map_or_else(
+        || base_dir.join(".blackhole"),
+        |d| resolve_path(base_dir, d),
+    );
+    let socket = socket.map_or_else(
+        || state_dir.join("control.sock"),
+        |s| resolve_path(base_dir, s),
+    );
+    (state_dir, socket)
+}
+
+/// Where the orchestrator of the configuration at `path` listens, from
+/// `state_dir` and `socket` alone (the defaults when the file is missing
+/// or not TOML). A control command needs nothing else, and so works while
+/// another part of the file is broken or a service's binary is gone; the
+/// full [`load`] also checks every service (a `statx` of each binary).
+pub fn control_socket(path: &Path) -> PathBuf {
+    #[derive(Default, Deserialize)]
+    struct Lean {
+        #[serde(default)]
+        orchestrator: LeanOrchestrator,
+    }
+    #[derive(Default, Deserialize)]
+    struct LeanOrchestrator {
+        state_dir: Option<String>,
+        socket: Option<String>,
+    }
+    let path = absolute(path);
+    let base_dir = path.parent().unwrap_or(Path::new("/"));
+    let lean: Lean = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|text| toml::from_str(&text).ok())
+        .unwrap_or_default();
+    let o = lean.orchestrator;
+    state_and_socket(base_dir, o.state_dir.as_deref(), o.socket.as_deref()).1
+}
+
 fn resolve_orchestrator(
     raw: &RawOrchestrator,
     base_dir: &Path,
@@ -473,10 +517,8 @@ fn resolve_orchestrator(
         (None, Some(dir)) => resolve_path(base_dir, dir),
         (None, None) => base_dir.join("services"),
     };
-    let state_dir = raw.state_dir.as_deref().map_or_else(
-        || base_dir.join(".blackhole"),
-        |d| resolve_path(base_dir, d),
-    );
+    let (state_dir, socket) =
+        state_and_socket(base_dir, raw.state_dir.as_deref(), raw.socket.as_deref());
     OrchestratorSpec {
         services_dir,
         log_level: raw.log_level.unwrap_or_default(),
@@ -485,10 +527,7 @@ fn resolve_orchestrator(
         shutdown_timeout: raw
             .shutdown_timeout
             .map_or(DEFAULT_SHUTDOWN_TIMEOUT, |s| s.0),
-        socket: raw.socket.as_deref().map_or_else(
-            || state_dir.join("control.sock"),
-            |s| resolve_path(base_dir, s),
-        ),
+        socket,
         log_dir: raw
             .log_dir
             .as_deref()

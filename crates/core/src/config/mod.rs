@@ -11,7 +11,7 @@ pub mod value;
 
 pub use diag::{Diagnostic, Location, Severity, SourceText};
 pub use discovery::{Account, Discovery, Found, FsDiscovery, Host};
-pub use load::{Config, LoadOptions, Loaded, load, load_text};
+pub use load::{Config, LoadOptions, Loaded, control_socket, load, load_text};
 pub use raw::{
     CgroupMode, Condition, IdOrName, LogFormat, ProbeKind, RLIM_INFINITY, RestartPolicy,
     ServiceKind,

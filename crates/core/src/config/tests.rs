@@ -609,3 +609,44 @@ sha256 = "abc"
             .any(|m| m.contains("service `x`") && m.contains("require_sha256 is on"))
     );
 }
+
+/// The control commands' look-up of the socket reads `state_dir` and
+/// `socket` only: the same answer as a full load, and one still when a
+/// service's section is broken or the file is missing.
+#[test]
+fn the_control_socket_comes_from_the_orchestrator_table_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let at = |text: &str| {
+        let path = root.join("blackhole.toml");
+        std::fs::write(&path, text).unwrap();
+        control_socket(&path)
+    };
+    assert_eq!(at(""), root.join(".blackhole/control.sock"));
+    assert_eq!(
+        at("[orchestrator]\nstate_dir = \"run/state\"\n"),
+        root.join("run/state/control.sock")
+    );
+    let text = "[orchestrator]\nstate_dir = \"/var/lib/bh\"\nsocket = \"ctl/bh.sock\"\n";
+    assert_eq!(at(text), root.join("ctl/bh.sock"));
+    let full = load(
+        &root.join("blackhole.toml"),
+        true,
+        &LoadOptions::default(),
+        &Fake {
+            found: vec![],
+            missing: false,
+        },
+    );
+    assert_eq!(
+        full.config.expect("loads").orchestrator.socket,
+        root.join("ctl/bh.sock")
+    );
+    let broken = format!("{text}[services.web]\nbinary_path = 7\nno_such_key = true\n");
+    assert_eq!(at(&broken), root.join("ctl/bh.sock"));
+    assert_eq!(at("this is not toml"), root.join(".blackhole/control.sock"));
+    assert_eq!(
+        control_socket(&root.join("missing/blackhole.toml")),
+        root.join("missing/.blackhole/control.sock")
+    );
+}
