@@ -139,8 +139,8 @@ fn timer_input(t: Timer) -> Input {
     }
 }
 
-fn sleep(d: Duration) -> Pin<Box<Sleep>> {
-    Box::pin(tokio::time::sleep(d))
+fn sleep_until(deadline: tokio::time::Instant) -> Pin<Box<Sleep>> {
+    Box::pin(tokio::time::sleep_until(deadline))
 }
 
 async fn fire(timer: &mut Option<Pin<Box<Sleep>>>) {
@@ -356,6 +356,7 @@ impl<P: Processes> Actor<P> {
         while let Some(input) = queue.pop_front() {
             let before = self.machine.state();
             let was_ready = self.machine.ready();
+            let handled_at = tokio::time::Instant::now();
             let mut effects = self.machine.handle(input, Instant::now(), fastrand::f64());
             // Signals go out before anyone is told of the change: telling
             // waits for room in the log writer's queue, which a burst of
@@ -428,7 +429,10 @@ impl<P: Processes> Actor<P> {
                         self.clear_timer(t);
                         queue.push_back(timer_input(t));
                     }
-                    Effect::Arm(t, d) => *self.timer(t) = Some(sleep(d)),
+                    // From when the input was handled, not from now: the
+                    // telling in between may have waited (the kill at the
+                    // stop timeout counts from the stop signal).
+                    Effect::Arm(t, d) => *self.timer(t) = Some(sleep_until(handled_at + d)),
                     Effect::Disarm(t) => self.clear_timer(t),
                     Effect::Bug(what) => {
                         tracing::error!(service = %self.spec.name, "state machine refused: {what} (this is a bug)")
@@ -533,19 +537,6 @@ impl<P: Processes> Actor<P> {
                 .to_string(),
         };
         let pid = m.pid();
-        if to != State::Starting {
-            self.log.note(pid, &message).await;
-        }
-        if signalled {
-            // The rest of the telling waits until the other services
-            // being stopped have had their signals too: a stop of many
-            // signals them all within a millisecond, where signalling
-            // each after the previous one's telling left the last waiting
-            // several, its turn slowed further by the services already
-            // exiting on the same cores. The note stays first, so that it
-            // precedes in the log whatever the signal makes the service say.
-            tokio::task::yield_now().await;
-        }
         match to {
             State::Failed => tracing::error!(service = %name, "{from} -> {to}: {message}"),
             State::Restarting => tracing::warn!(service = %name, "{from} -> {to}: {message}"),
@@ -556,6 +547,18 @@ impl<P: Processes> Actor<P> {
                 tracing::debug!(service = %name, "{from} -> {to}: {message}")
             }
             _ => tracing::info!(service = %name, "{from} -> {to}: {message}"),
+        }
+        if to != State::Starting {
+            self.log.note(pid, &message).await;
+        }
+        if signalled {
+            // The rest of the telling waits until the other services
+            // being stopped have had their signals too: a stop of many
+            // signals them all back to back, where signalling each after
+            // the previous one's telling left the last waiting several
+            // milliseconds. The lines stay before the yield, so that they
+            // precede whatever the signal makes the service print.
+            tokio::task::yield_now().await;
         }
         self.events.state(&name, from, to, pid, message);
     }
