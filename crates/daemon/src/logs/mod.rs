@@ -29,6 +29,35 @@ pub use pump::pump;
 pub use ring::Ring;
 pub use writer::{LogWriter, WriterStats};
 
+/// Says that notes were kept out of the files, at most every 10 s (a stop
+/// of many behind a hung disk keeps out two notes per service).
+fn warn_note_kept_out(service: &str) {
+    static LAST: Mutex<Option<(std::time::Instant, u64)>> = Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    let now = std::time::Instant::now();
+    match &mut *last {
+        Some((at, quiet)) if now.duration_since(*at) < std::time::Duration::from_secs(10) => {
+            *quiet += 1;
+        }
+        _ => {
+            let more = last.map_or(0, |(_, quiet)| quiet);
+            tracing::warn!(
+                service,
+                "the log writer took no line for {}s: a note was kept out of the file (it is in `blackhole logs`); {more} more since the last warning",
+                NOTE_WAIT.as_secs()
+            );
+            *last = Some((now, 0));
+        }
+    }
+}
+
+/// How long a note waits for room in the log writer's queue. The service's
+/// actor can do nothing else meanwhile (a stop timer cannot fire), and a
+/// writer that takes no line for this long is stuck on its disk: the note
+/// stays in the ring and the live stream, and counts as dropped from the
+/// file.
+const NOTE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Which stream a line came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Stream {
@@ -219,14 +248,23 @@ impl ServiceLog {
             }
         }
         self.counters.lines[Stream::Note.index()].fetch_add(1, Ordering::Relaxed);
-        self.writer
-            .send(writer::Batch {
-                service: self.name.clone(),
-                bytes: out,
-                lines: 1,
-                counters: self.counters.clone(),
-            })
-            .await;
+        let batch = writer::Batch {
+            service: self.name.clone(),
+            bytes: out,
+            lines: 1,
+            counters: self.counters.clone(),
+        };
+        if tokio::time::timeout(NOTE_WAIT, self.writer.send(batch))
+            .await
+            .is_err()
+        {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            self.writer
+                .stats
+                .dropped_lines
+                .fetch_add(1, Ordering::Relaxed);
+            warn_note_kept_out(&self.name);
+        }
     }
 
     /// The last `n` lines in memory, oldest first.

@@ -114,6 +114,9 @@ impl Processes for Fake {
     fn kill_all(&mut self) {
         let mut w = self.world();
         w.signals.push(Signal::KILL);
+        if let Some(probe) = &w.on_signal {
+            probe();
+        }
         if std::mem::take(&mut w.leftover) {
             w.group_changed.notify_one();
         }
@@ -323,21 +326,42 @@ async fn crash_loop_backs_off_exponentially_then_fails() {
 }
 
 /// The log writer stuck opening a file (a FIFO nobody reads stands for a
-/// hung disk) and its queue full behind it: a stop still signals at once;
-/// the "stopping" note waits.
+/// hung disk) and its queue full behind it: a stop still signals at once,
+/// and a service that ignores the signal is killed at its stop timeout,
+/// counted from the signal (the notes give up waiting for the writer).
 #[tokio::test(start_paused = true)]
-async fn a_stalled_log_writer_does_not_hold_up_a_stop_signal() {
+async fn a_stalled_log_writer_does_not_hold_up_a_stop() {
+    /// Gives the writer thread a reader, however the test ends: opened
+    /// for reading and writing, a FIFO's open does not wait, and the
+    /// descriptor is kept so that no later open waits either.
+    struct Unstick(PathBuf);
+    impl Drop for Unstick {
+        fn drop(&mut self) {
+            let fifo = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&self.0);
+            std::mem::forget(fifo);
+        }
+    }
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("stall.log");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let _unstick = Unstick(fifo);
     let writer = LogWriter::start(dir.path().to_path_buf(), 1 << 20, 2).unwrap();
-    let rig = Rig::start_on(
-        spec(RestartPolicy::Never, 0),
-        Fake::default(),
-        writer.clone(),
-        dir,
-        EventBus::default(),
-    );
+    let fake = Fake::default();
+    let times = Arc::new(Mutex::new(Vec::new()));
+    let probe_times = times.clone();
+    {
+        let mut w = fake.world();
+        w.ignore_term = true;
+        w.on_signal = Some(Arc::new(move || {
+            probe_times.lock().unwrap().push(Instant::now());
+        }));
+    }
+    let spec = spec(RestartPolicy::Never, 0);
+    let stop_timeout = spec.stop_timeout;
+    let rig = Rig::start_on(spec, fake, writer.clone(), dir, EventBus::default());
     done(rig.send(|r| Command::Start(Some(r))).await);
     let stall = ServiceLog::new("stall", writer.clone(), false, 4096);
     let filler = tokio::spawn(async move {
@@ -363,11 +387,23 @@ async fn a_stalled_log_writer_does_not_hold_up_a_stop_signal() {
         tokio::task::yield_now().await;
     }
     assert_eq!(rig.fake.world().signals, [Signal::TERM]);
+    // Paused time moves on whenever every task waits.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while rig.fake.world().signals.len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no kill at the stop timeout"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(rig.fake.world().signals, [Signal::TERM, Signal::KILL]);
+    let times = times.lock().unwrap().clone();
+    let waited = times[1] - times[0];
+    assert!(
+        waited >= stop_timeout && waited < stop_timeout + Duration::from_millis(50),
+        "killed {waited:?} after the stop signal, not at the stop timeout ({stop_timeout:?})"
+    );
     filler.abort();
-    // Unstick the writer thread: its open returns once a reader has come.
-    std::thread::spawn(move || drop(std::fs::File::open(fifo)))
-        .join()
-        .unwrap();
 }
 
 /// Services stopped together are all signalled before any of them tells
