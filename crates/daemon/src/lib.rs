@@ -100,6 +100,7 @@ pub fn up(opts: UpOptions) -> i32 {
     // The orchestrator is a task of its own, so that a panic in it is
     // reported as a failure rather than unwinding through `block_on`.
     telemetry::hold_on_this_thread();
+    telemetry::flush_held_on_panic();
     let code = runtime.block_on(async move {
         let outcome = tokio::spawn(run(config, source)).await;
         // What the orchestrator logged comes before what is said here.

@@ -49,7 +49,7 @@ impl Telemetry {
                         .flatten_event(true)
                         .with_current_span(false)
                         .with_span_list(false)
-                        .with_writer(|| Stderr),
+                        .with_writer(StderrWriter),
                 )
                 .try_init(),
             LogFormat::Text => tracing_subscriber::registry()
@@ -58,7 +58,7 @@ impl Telemetry {
                     tracing_subscriber::fmt::layer()
                         .event_format(TextFormat)
                         .with_ansi(ansi)
-                        .with_writer(|| Stderr),
+                        .with_writer(StderrWriter),
                 )
                 .try_init(),
         };
@@ -86,9 +86,12 @@ impl Telemetry {
 /// The orchestrator's lines from the runtime thread are held and written
 /// together when that thread runs out of work ([`flush_held`], from the
 /// runtime's park hook), or once [`HOLD_BYTES`] are held or the first has
-/// waited [`HOLD_FOR`]: a stop of hundreds of services logs a line or two
-/// for each, and each was a write of its own. Other threads' lines are
-/// written at once.
+/// waited [`HOLD_FOR`] (looked at when the next line comes): a stop of
+/// hundreds of services logs a line or two for each, and an echo of
+/// service output one per line, each a write of its own before. Warnings
+/// and errors are written at once (after what is held), so that the lines
+/// that explain a hang or a crash are out before it; so are other
+/// threads' lines.
 #[derive(Default)]
 struct Held {
     bytes: Vec<u8>,
@@ -125,29 +128,60 @@ pub fn hold_on_this_thread() {
     HELD.with(|h| *h.borrow_mut() = Some(Held::default()));
 }
 
-/// Writes what this thread holds.
+/// Writes what this thread holds (nothing if it is being written: a
+/// panic inside the write itself).
 pub fn flush_held() {
     let _ = HELD.try_with(|h| {
-        if let Some(held) = h.borrow_mut().as_mut() {
+        if let Ok(mut h) = h.try_borrow_mut()
+            && let Some(held) = h.as_mut()
+        {
             held.write_to(&mut io::stderr());
         }
     });
 }
 
+/// Writes what is held before a panic's message.
+pub fn flush_held_on_panic() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        flush_held();
+        previous(info);
+    }));
+}
+
+/// Makes a [`Stderr`] for each event: urgent for warnings and errors.
+struct StderrWriter;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for StderrWriter {
+    type Writer = Stderr;
+
+    fn make_writer(&'a self) -> Stderr {
+        Stderr { urgent: false }
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Stderr {
+        Stderr {
+            urgent: *meta.level() <= tracing::Level::WARN,
+        }
+    }
+}
+
 /// Standard error, through [`Held`] on a thread that holds.
-struct Stderr;
+struct Stderr {
+    urgent: bool,
+}
 
 impl Write for Stderr {
     fn write(&mut self, line: &[u8]) -> io::Result<usize> {
         let held = HELD
-            .try_with(|h| match h.borrow_mut().as_mut() {
-                Some(held) => {
-                    if held.hold(line, Instant::now()) {
+            .try_with(|h| match h.try_borrow_mut().as_deref_mut() {
+                Ok(Some(held)) => {
+                    if held.hold(line, Instant::now()) || self.urgent {
                         held.write_to(&mut io::stderr());
                     }
                     true
                 }
-                None => false,
+                _ => false,
             })
             .unwrap_or(false);
         if held {
