@@ -8,7 +8,7 @@ use std::time::Duration;
 use blackhole_api::State;
 use hyper::{Method, StatusCode};
 
-use crate::harness::{BLACKHOLE, Stack, output, wait_for};
+use crate::harness::{BLACKHOLE, Stack, output, testsvc, wait_for};
 
 const TICKER: &str = r#"trap 'exit 0' TERM
 echo "started pid=$$"
@@ -344,4 +344,47 @@ fn reload_endpoint_reports_what_it_did() {
             .contains("blackhole.toml:2:15"),
         "{body}"
     );
+}
+
+/// A batch stop that times out reports each service on its own: the one
+/// that stopped as stopped, the one still stopping as a time-out with its
+/// status; the stop goes on and ends at its stop timeout.
+#[test]
+fn a_batch_that_times_out_reports_each_service() {
+    let mut s = Stack::new();
+    let bin = testsvc();
+    s.write_config(&format!(
+        r#"
+[services.quick]
+binary_path = "{bin}"
+args = ["pause"]
+[services.stubborn]
+binary_path = "{bin}"
+args = ["ignore-term"]
+stop_timeout = "3s"
+"#,
+        bin = bin.display()
+    ));
+    s.up();
+    s.wait_state("quick", State::Running);
+    s.wait_state("stubborn", State::Running);
+    wait_for(
+        "the service to announce itself",
+        Duration::from_secs(5),
+        || {
+            s.log_lines("stubborn")
+                .iter()
+                .any(|l| l.contains("ignoring SIGTERM"))
+                .then_some(())
+        },
+    );
+    let (code, body) = s.post_json("/v1/stop?timeout=500ms", "");
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let results = body["results"].as_array().unwrap();
+    let of = |name: &str| results.iter().find(|r| r["name"] == name).unwrap().clone();
+    assert_eq!(of("quick")["status"]["state"], "stopped", "{body}");
+    let stubborn = of("stubborn");
+    assert_eq!(stubborn["error"]["code"], "timeout", "{body}");
+    assert_eq!(stubborn["error"]["status"]["state"], "stopping", "{body}");
+    s.wait_state("stubborn", State::Stopped);
 }

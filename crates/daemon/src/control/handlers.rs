@@ -152,6 +152,19 @@ async fn act_one(
     wait: Duration,
     deadline: tokio::time::Instant,
 ) -> Result<ServiceStatus, ApiError> {
+    let outcome = ask(state, name, action).await?;
+    match tokio::time::timeout_at(deadline, outcome).await {
+        Ok(done) => settle(name, done),
+        Err(_) => Err(timed_out(state, name, wait)),
+    }
+}
+
+/// Asks the orchestrator for the action; the receiver of its outcome.
+async fn ask(
+    state: &AppState,
+    name: &str,
+    action: Action,
+) -> Result<oneshot::Receiver<Outcome>, ApiError> {
     // Only whether it exists: a batch asks this for every service, and a
     // copy of each handle was a measurable part of stopping 1000.
     if !state.registry.borrow().services.contains_key(name) {
@@ -167,38 +180,88 @@ async fn act_one(
         })
         .await
         .map_err(|_| ApiError::new(503, codes::UNAVAILABLE, "the orchestrator is shutting down"))?;
-    let outcome = rx.await.map_err(|_| {
-        ApiError::new(503, codes::UNAVAILABLE, "the orchestrator is shutting down")
-    })??;
-    match tokio::time::timeout_at(deadline, outcome).await {
-        Ok(Ok(Outcome::Done(status))) => Ok(status),
-        Ok(Ok(Outcome::Failed(status, why))) => {
+    rx.await
+        .map_err(|_| ApiError::new(503, codes::UNAVAILABLE, "the orchestrator is shutting down"))?
+}
+
+/// What an outcome that came means for the caller.
+fn settle(
+    name: &str,
+    done: Result<Outcome, oneshot::error::RecvError>,
+) -> Result<ServiceStatus, ApiError> {
+    match done {
+        Ok(Outcome::Done(status)) => Ok(status),
+        Ok(Outcome::Failed(status, why)) => {
             let mut e = ApiError::new(500, codes::FAILED, format!("service `{name}`: {why}"));
             e.status = Some(Box::new(status));
             Err(e)
         }
-        Ok(Err(_)) => Err(ApiError::new(
+        Err(_) => Err(ApiError::new(
             503,
             codes::UNAVAILABLE,
             format!(
                 "service `{name}` went away before the operation finished (removed by a reload, or shutdown)"
             ),
         )),
-        Err(_) => {
-            let mut e = ApiError::new(
-                504,
-                codes::TIMEOUT,
-                format!(
-                    "service `{name}` did not finish within {}; the operation goes on",
-                    humantime::format_duration(wait)
-                ),
-            );
-            e.status = entry(state, name)
-                .ok()
-                .map(|entry| Box::new(entry.status()));
-            Err(e)
+    }
+}
+
+fn timed_out(state: &AppState, name: &str, wait: Duration) -> ApiError {
+    let mut e = ApiError::new(
+        504,
+        codes::TIMEOUT,
+        format!(
+            "service `{name}` did not finish within {}; the operation goes on",
+            humantime::format_duration(wait)
+        ),
+    );
+    e.status = entry(state, name)
+        .ok()
+        .map(|entry| Box::new(entry.status()));
+    e
+}
+
+/// Acts on every service of a wave at once and waits for them all, or
+/// until `deadline` (one timer for the wave, not one per service: each
+/// timer armed while the runtime is busy wakes its driver, a write to an
+/// eventfd, and a stop of 100 armed 100).
+async fn act_wave(
+    state: &AppState,
+    names: &[String],
+    action: Action,
+    wait: Duration,
+    deadline: tokio::time::Instant,
+) -> Vec<Result<ServiceStatus, ApiError>> {
+    use futures_util::StreamExt;
+    // Every service is asked, whatever the deadline: a time-out says the
+    // operation goes on.
+    let asked = futures_util::future::join_all(names.iter().map(|n| ask(state, n, action))).await;
+    let mut results: Vec<Option<Result<ServiceStatus, ApiError>>> =
+        names.iter().map(|_| None).collect();
+    let mut pending = futures_util::stream::FuturesUnordered::new();
+    for (i, asked) in asked.into_iter().enumerate() {
+        match asked {
+            Ok(outcome) => pending.push(async move { (i, outcome.await) }),
+            Err(e) => results[i] = Some(Err(e)),
         }
     }
+    let timer = tokio::time::sleep_until(deadline);
+    tokio::pin!(timer);
+    loop {
+        tokio::select! {
+            biased;
+            next = pending.next() => match next {
+                Some((i, done)) => results[i] = Some(settle(&names[i], done)),
+                None => break,
+            },
+            _ = &mut timer => break,
+        }
+    }
+    names
+        .iter()
+        .zip(results)
+        .map(|(name, result)| result.unwrap_or_else(|| Err(timed_out(state, name, wait))))
+        .collect()
 }
 
 pub async fn start_many(
@@ -287,11 +350,7 @@ async fn batch(
     };
     let mut results = Vec::new();
     for wave in waves {
-        let outcomes = futures_util::future::join_all(
-            wave.iter()
-                .map(|name| act_one(&state, name, action, wait, deadline)),
-        )
-        .await;
+        let outcomes = act_wave(&state, &wave, action, wait, deadline).await;
         for (name, outcome) in wave.into_iter().zip(outcomes) {
             results.push(match outcome {
                 Ok(status) => BatchResult {
