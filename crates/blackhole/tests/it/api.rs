@@ -368,16 +368,7 @@ stop_timeout = "3s"
     s.up();
     s.wait_state("quick", State::Running);
     s.wait_state("stubborn", State::Running);
-    wait_for(
-        "the service to announce itself",
-        Duration::from_secs(5),
-        || {
-            s.log_lines("stubborn")
-                .iter()
-                .any(|l| l.contains("ignoring SIGTERM"))
-                .then_some(())
-        },
-    );
+    s.wait_log_line("stubborn", "ignoring SIGTERM");
     let (code, body) = s.post_json("/v1/stop?timeout=500ms", "");
     assert_eq!(code, StatusCode::OK, "{body}");
     let results = body["results"].as_array().unwrap();

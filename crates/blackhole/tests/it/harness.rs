@@ -469,6 +469,21 @@ impl Stack {
             .collect()
     }
 
+    /// Waits (5 s at most) until the service's log has a line containing
+    /// `text`.
+    pub fn wait_log_line(&self, name: &str, text: &str) {
+        wait_for(
+            &format!("`{text}` in {name}'s log"),
+            Duration::from_secs(5),
+            || {
+                self.log_lines(name)
+                    .iter()
+                    .any(|l| l.contains(text))
+                    .then_some(())
+            },
+        );
+    }
+
     /// The cgroup folder of this orchestrator's services, if it uses one.
     pub fn cgroup_base(&self) -> Option<PathBuf> {
         let state_dir = std::path::absolute(self.path().join(".blackhole")).unwrap();

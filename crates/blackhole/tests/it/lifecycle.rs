@@ -115,16 +115,7 @@ stop_timeout = "400ms"
     s.up();
     let pid = s.wait_state("stubborn", State::Running).pid.unwrap();
     // Let it install its handler before the stop.
-    wait_for(
-        "the service to announce itself",
-        Duration::from_secs(5),
-        || {
-            s.log_lines("stubborn")
-                .iter()
-                .any(|l| l.contains("ignoring SIGTERM"))
-                .then_some(())
-        },
-    );
+    s.wait_log_line("stubborn", "ignoring SIGTERM");
     let t0 = Instant::now();
     let (code, body) = s.post("/v1/services/stubborn/stop");
     let took = t0.elapsed();
@@ -142,16 +133,7 @@ stop_timeout = "400ms"
     let (code, body) = s.post("/v1/services/stubborn/start");
     assert_eq!(code, StatusCode::OK, "{body}");
     let again = body["pid"].as_u64().unwrap() as u32;
-    wait_for(
-        "the restarted service to announce itself",
-        Duration::from_secs(5),
-        || {
-            s.log_lines("stubborn")
-                .iter()
-                .any(|l| l.contains(&format!("started pid={again} ignoring SIGTERM")))
-                .then_some(())
-        },
-    );
+    s.wait_log_line("stubborn", &format!("started pid={again} ignoring SIGTERM"));
     let now = s.status("stubborn");
     assert_eq!((now.state, now.pid), (State::Running, Some(again)));
     assert!(alive(again));
@@ -345,12 +327,7 @@ args = ["ignore-term"]
     ));
     s.up();
     let pid = s.wait_state("stubborn", State::Running).pid.unwrap();
-    wait_for("the handler", Duration::from_secs(5), || {
-        s.log_lines("stubborn")
-            .iter()
-            .any(|l| l.contains("ignoring"))
-            .then_some(())
-    });
+    s.wait_log_line("stubborn", "ignoring");
     s.signal(Signal::SIGINT);
     s.wait_state("stubborn", State::Stopping);
     let t0 = Instant::now();
