@@ -153,6 +153,9 @@ impl Reclaimer {
 
     /// Removes the cgroups, on the thread once the shutdown began.
     pub fn remove(&self, cgroups: Vec<ServiceCgroup>) {
+        if cgroups.is_empty() {
+            return;
+        }
         let cgroups = match &*lock(&self.tx) {
             Some(tx) => match tx.send(cgroups) {
                 Ok(()) => return,
