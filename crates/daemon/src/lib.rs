@@ -73,6 +73,12 @@ pub fn up(opts: UpOptions) -> i32 {
     if let Some(format) = opts.log_format {
         config.orchestrator.log_format = format;
     }
+    // Before any thread exists (see `reserve_descriptor_table`): each
+    // service holds about six descriptors (two pipes, its log file, its
+    // cgroup folder and two files in it), plus what the orchestrator
+    // opens for itself. A reload that adds services grows it further.
+    let nofile = blackhole_os::system::raise_nofile_limit();
+    blackhole_os::system::reserve_descriptor_table(64 + 8 * config.services.len());
     // One thread runs every task: supervision is mostly waiting, and the
     // one busy path (service output) costs less on one thread than spread
     // over several, where every line read also wakes a sibling worker
@@ -102,7 +108,7 @@ pub fn up(opts: UpOptions) -> i32 {
     telemetry::hold_on_this_thread();
     telemetry::flush_held_on_panic();
     let code = runtime.block_on(async move {
-        let outcome = tokio::spawn(run(config, source)).await;
+        let outcome = tokio::spawn(run(config, source, nofile)).await;
         // What the orchestrator logged comes before what is said here.
         telemetry::flush_held();
         match outcome {
@@ -154,7 +160,11 @@ pub fn instance_name(state_dir: &Path) -> String {
     }
 }
 
-async fn run(config: Config, source: Source) -> Result<(), String> {
+async fn run(
+    config: Config,
+    source: Source,
+    nofile: std::io::Result<(u64, u64)>,
+) -> Result<(), String> {
     let started = Instant::now();
     let orch = config.orchestrator.clone();
     let telemetry = Telemetry::init(orch.log_level, orch.log_format);
@@ -179,7 +189,7 @@ async fn run(config: Config, source: Source) -> Result<(), String> {
             "cannot become a child subreaper ({e}): orphaned grandchildren of services will not be reaped here"
         );
     }
-    let nofile = match blackhole_os::system::raise_nofile_limit() {
+    let nofile = match nofile {
         Ok((soft, hard)) => Some((soft, hard)),
         Err(e) => {
             tracing::warn!("cannot raise the descriptor limit: {e}");
