@@ -645,6 +645,53 @@ fn the_control_socket_comes_from_the_orchestrator_table_alone() {
     let broken = format!("{text}[services.web]\nbinary_path = 7\nno_such_key = true\n");
     assert_eq!(at(&broken), root.join("ctl/bh.sock"));
     assert_eq!(at("this is not toml"), root.join(".blackhole/control.sock"));
+    // Wherever TOML lets the keys be written, and nothing that only
+    // looks like the table.
+    let svc = "[services.web]\nbinary_path = \"/bin/true\"\n";
+    let want = root.join("s.sock");
+    assert_eq!(
+        at(&format!("{svc}[orchestrator]\nsocket = \"s.sock\"\n")),
+        want
+    );
+    assert_eq!(
+        at(&format!("orchestrator.socket = \"s.sock\"\n{svc}")),
+        want
+    );
+    assert_eq!(
+        at(&format!("orchestrator = {{ socket = \"s.sock\" }}\n{svc}")),
+        want
+    );
+    assert_eq!(
+        at(&format!("[\"orchestrator\"]\nsocket = \"s.sock\"\n{svc}")),
+        want
+    );
+    assert_eq!(
+        at(&format!("['orchestrator']\nsocket = \"s.sock\"\n{svc}")),
+        want
+    );
+    assert_eq!(
+        at(&format!(
+            "[\"orch\\u0065strator\"]\nsocket = \"s.sock\"\n{svc}"
+        )),
+        want
+    );
+    assert_eq!(
+        at(&format!(
+            "[orchestrator]\nsocket = \"s.sock\"\n[orchestrator.sub]\nsocket = \"no\"\n{svc}"
+        )),
+        want
+    );
+    let lookalikes = format!(
+        "[orchestrator]\nsocket = \"s.sock\"\n{svc}args = [\n[\"x\"],\n]\n\
+         description = '''\n[orchestrator]\nsocket = \"evil.sock\"\n'''\n"
+    );
+    assert_eq!(at(&lookalikes), want);
+    assert_eq!(
+        at(&format!(
+            "{svc}description = \"\"\"\n[orchestrator]\nsocket = \"evil.sock\"\n\"\"\"\n"
+        )),
+        root.join(".blackhole/control.sock")
+    );
     assert_eq!(
         control_socket(&root.join("missing/blackhole.toml")),
         root.join("missing/.blackhole/control.sock")
