@@ -649,38 +649,18 @@ fn the_control_socket_comes_from_the_orchestrator_table_alone() {
     // looks like the table.
     let svc = "[services.web]\nbinary_path = \"/bin/true\"\n";
     let want = root.join("s.sock");
-    assert_eq!(
-        at(&format!("{svc}[orchestrator]\nsocket = \"s.sock\"\n")),
-        want
-    );
-    assert_eq!(
-        at(&format!("orchestrator.socket = \"s.sock\"\n{svc}")),
-        want
-    );
-    assert_eq!(
-        at(&format!("orchestrator = {{ socket = \"s.sock\" }}\n{svc}")),
-        want
-    );
-    assert_eq!(
-        at(&format!("[\"orchestrator\"]\nsocket = \"s.sock\"\n{svc}")),
-        want
-    );
-    assert_eq!(
-        at(&format!("['orchestrator']\nsocket = \"s.sock\"\n{svc}")),
-        want
-    );
-    assert_eq!(
-        at(&format!(
-            "[\"orch\\u0065strator\"]\nsocket = \"s.sock\"\n{svc}"
-        )),
-        want
-    );
-    assert_eq!(
-        at(&format!(
-            "[orchestrator]\nsocket = \"s.sock\"\n[orchestrator.sub]\nsocket = \"no\"\n{svc}"
-        )),
-        want
-    );
+    let placed = [
+        format!("{svc}[orchestrator]\nsocket = \"s.sock\"\n"),
+        format!("orchestrator.socket = \"s.sock\"\n{svc}"),
+        format!("orchestrator = {{ socket = \"s.sock\" }}\n{svc}"),
+        format!("[\"orchestrator\"]\nsocket = \"s.sock\"\n{svc}"),
+        format!("['orchestrator']\nsocket = \"s.sock\"\n{svc}"),
+        format!("[\"orch\\u0065strator\"]\nsocket = \"s.sock\"\n{svc}"),
+        format!("[orchestrator]\nsocket = \"s.sock\"\n[orchestrator.sub]\nsocket = \"no\"\n{svc}"),
+    ];
+    for text in &placed {
+        assert_eq!(at(text), want, "{text}");
+    }
     let lookalikes = format!(
         "[orchestrator]\nsocket = \"s.sock\"\n{svc}args = [\n[\"x\"],\n]\n\
          description = '''\n[orchestrator]\nsocket = \"evil.sock\"\n'''\n"
