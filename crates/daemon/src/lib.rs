@@ -25,7 +25,6 @@ use blackhole_core::config::{self, Config, LoadOptions, LogFormat, LogLevel};
 use blackhole_os::host::SystemHost;
 use blackhole_os::spawner::{Reaper, Spawner};
 use blackhole_os::track::Tracking;
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::events::EventBus;
@@ -173,17 +172,10 @@ async fn run(
     let lock = state_dir::acquire(&orch.state_dir)?;
 
     // Exits must be collected from the first child on.
-    let mut sigchld =
-        signal(SignalKind::child()).map_err(|e| format!("cannot watch SIGCHLD: {e}"))?;
     let reaper = Reaper::global();
-    tokio::spawn(async move {
-        loop {
-            reaper.reap();
-            if sigchld.recv().await.is_none() {
-                return;
-            }
-        }
-    });
+    reaper
+        .start_thread()
+        .map_err(|e| format!("cannot start the reaping thread: {e}"))?;
     if let Err(e) = blackhole_os::system::become_subreaper() {
         tracing::warn!(
             "cannot become a child subreaper ({e}): orphaned grandchildren of services will not be reaped here"
