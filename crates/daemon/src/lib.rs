@@ -335,9 +335,6 @@ async fn run(
         t.abort();
     }
     let _ = std::fs::remove_file(&orch.socket);
-    for base in tracking.all_bases() {
-        let _ = std::fs::remove_dir(base);
-    }
     if let Some(r) = &ctx_records {
         r.clear();
     }

@@ -748,6 +748,9 @@ impl Supervisor {
                 tracing::error!(service = %name, "service task ended abnormally: {e}");
             }
         }
+        self.ctx
+            .reclaimer
+            .remove_bases(self.ctx.tracking.all_bases());
         // Anything still our child now was orphaned by a service (its
         // parent died) and re-parented to us: it belongs to nobody. Finding
         // them means reading our children lists and each child's stat

@@ -125,21 +125,44 @@ pub struct OsContext {
 /// new cgroup of the same name can be made while the old one waits.
 #[derive(Default)]
 pub struct Reclaimer {
-    tx: std::sync::Mutex<Option<std::sync::mpsc::Sender<Vec<ServiceCgroup>>>>,
+    tx: std::sync::Mutex<Option<std::sync::mpsc::Sender<Reclaim>>>,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+enum Reclaim {
+    Cgroups(Vec<ServiceCgroup>),
+    /// The orchestrator's own folders, once every service's is queued.
+    Bases(Vec<std::path::PathBuf>),
+}
+
+impl Reclaim {
+    fn carry_out(self) {
+        match self {
+            Reclaim::Cgroups(cgroups) => blackhole_os::track::remove_all(cgroups),
+            Reclaim::Bases(bases) => {
+                for base in bases {
+                    // Fails (busy) only if a service's folder could not
+                    // be removed: it stays for the next start to clean.
+                    if let Err(e) = std::fs::remove_dir(&base) {
+                        tracing::debug!("cgroup {} not removed: {e}", base.display());
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl Reclaimer {
     /// The shutdown began: removals go to the thread from now on (or stay
     /// on the caller if the thread cannot be started).
     pub fn begin(&self) {
-        let (tx, rx) = std::sync::mpsc::channel::<Vec<ServiceCgroup>>();
+        let (tx, rx) = std::sync::mpsc::channel::<Reclaim>();
         let started = std::thread::Builder::new()
             .name("bh-reclaim".into())
             .stack_size(64 * 1024)
             .spawn(move || {
-                for cgroups in rx {
-                    blackhole_os::track::remove_all(cgroups);
+                for work in rx {
+                    work.carry_out();
                 }
             });
         match started {
@@ -153,20 +176,32 @@ impl Reclaimer {
 
     /// Removes the cgroups, on the thread once the shutdown began.
     pub fn remove(&self, cgroups: Vec<ServiceCgroup>) {
-        if cgroups.is_empty() {
-            return;
+        if !cgroups.is_empty() {
+            self.queue(Reclaim::Cgroups(cgroups));
         }
-        let cgroups = match &*lock(&self.tx) {
-            Some(tx) => match tx.send(cgroups) {
+    }
+
+    fn queue(&self, work: Reclaim) {
+        let work = match &*lock(&self.tx) {
+            Some(tx) => match tx.send(work) {
                 Ok(()) => return,
                 Err(std::sync::mpsc::SendError(back)) => back,
             },
-            None => cgroups,
+            None => work,
         };
-        blackhole_os::track::remove_all(cgroups);
+        work.carry_out();
     }
 
-    /// Returns once every cgroup handed over is removed.
+    /// Every service has stopped: the orchestrator's folders `bases` go
+    /// after the services' (the last removal, which drops every entry the
+    /// services' left, about half a millisecond for 100), while the caller
+    /// does what else its shutdown needs; [`Reclaimer::finish`] waits.
+    pub fn remove_bases(&self, bases: Vec<std::path::PathBuf>) {
+        self.queue(Reclaim::Bases(bases));
+        drop(lock(&self.tx).take());
+    }
+
+    /// Waits until everything queued is removed.
     pub fn finish(&self) {
         drop(lock(&self.tx).take());
         if let Some(handle) = lock(&self.thread).take() {
