@@ -54,6 +54,12 @@ pub mod exit {
 
 /// Runs the orchestrator in the foreground until it is shut down.
 pub fn up(opts: UpOptions) -> i32 {
+    // While this is the only thread: every thread made later inherits
+    // SIGCHLD blocked, for the reaping thread alone to take.
+    if let Err(e) = Reaper::prepare_process() {
+        eprintln!("blackhole: cannot take charge of SIGCHLD: {e}");
+        return exit::FAILED;
+    }
     blackhole_os::system::tune_allocator();
     let options = LoadOptions {
         services_dir: opts.services_dir.clone(),

@@ -25,11 +25,11 @@
 //! before the child resets its signal handling.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, mpsc};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
+use nix::sys::wait::{Id, WaitPidFlag, waitid};
 use nix::unistd::Pid;
 
 use crate::spawn::{CONCURRENT_SPAWNS, SpawnError, SpawnPlan, Spawned, spawn};
@@ -63,10 +63,6 @@ struct Table {
     waiting: HashMap<i32, ExitCallback>,
     /// Spawns begun so far; each spawn's number.
     spawns_begun: u64,
-    /// Spawns ended so far (their child, if any, exists by then).
-    spawns_ended: u64,
-    /// The reaping thread found no child and waits for a spawn to end.
-    reaper_idle: bool,
     /// The numbers of the spawns between their start and the
     /// registration of their child (at most one per spawning thread).
     in_progress: Vec<u64>,
@@ -86,7 +82,6 @@ impl Table {
     /// of `pid` if it was reaped before its registration.
     fn finish_spawn(&mut self, number: u64, pid: Option<i32>) -> Option<ExitStatus> {
         self.in_progress.retain(|n| *n != number);
-        self.spawns_ended += 1;
         let early = pid.and_then(|pid| {
             // The newest entry: an orphan that had the same number can
             // only have been reaped before this child existed. Whether
@@ -135,12 +130,40 @@ fn any_unreaped(pid: Option<i32>) -> bool {
     }
 }
 
+/// One exited child, taken (`waitpid(-1, WNOHANG | __WALL)`); `None`: no
+/// child has exited. The status is decoded here because nix's decoding
+/// refuses real-time signals (`EINVAL`), with the child already reaped:
+/// a service killed by `SIGRTMIN+6` would have lost its exit, and ended
+/// the round of reaping.
+fn take_exit() -> Result<Option<(i32, ExitStatus)>, Errno> {
+    loop {
+        let mut raw: libc::c_int = 0;
+        // SAFETY: waitpid writes only the status word it is given.
+        let pid = unsafe { libc::waitpid(-1, &mut raw, libc::WNOHANG | libc::__WALL) };
+        if pid < 0 {
+            return Err(Errno::last());
+        }
+        if pid == 0 {
+            return Ok(None);
+        }
+        let status = if libc::WIFEXITED(raw) {
+            ExitStatus::Code(libc::WEXITSTATUS(raw))
+        } else if libc::WIFSIGNALED(raw) {
+            ExitStatus::Signal {
+                signal: Signal::from_number(libc::WTERMSIG(raw)).unwrap_or(Signal::KILL),
+                core_dumped: libc::WCOREDUMP(raw),
+            }
+        } else {
+            // Stopped or continued (only if traced): not an exit.
+            continue;
+        };
+        return Ok(Some((pid, status)));
+    }
+}
+
 #[derive(Default)]
 pub struct Reaper {
     table: Mutex<Table>,
-    /// Signalled when a spawn ends, for the reaping thread waiting while
-    /// there is no child at all.
-    spawn_ended: Condvar,
 }
 
 impl Reaper {
@@ -172,11 +195,7 @@ impl Reaper {
         struct EndOnPanic<'a>(&'a Reaper, u64);
         impl Drop for EndOnPanic<'_> {
             fn drop(&mut self) {
-                let mut table = self.0.lock();
-                table.finish_spawn(self.1, None);
-                if table.reaper_idle {
-                    self.0.spawn_ended.notify_all();
-                }
+                self.0.lock().finish_spawn(self.1, None);
             }
         }
         let on_panic = EndOnPanic(self, number);
@@ -184,8 +203,11 @@ impl Reaper {
         std::mem::forget(on_panic);
         let mut table = self.lock();
         let pid = result.as_ref().ok().map(|s| s.pid as i32);
-        let early = match table.finish_spawn(number, pid) {
-            Some(status) => Some((on_exit, status)),
+        match table.finish_spawn(number, pid) {
+            Some(status) => {
+                drop(table);
+                on_exit(status);
+            }
             None => {
                 if let Some(pid) = pid
                     && table.waiting.insert(pid, on_exit).is_some()
@@ -194,17 +216,7 @@ impl Reaper {
                     // spawn; the older registration's exit is lost.
                     tracing::error!(pid, "a process number was registered twice");
                 }
-                None
             }
-        };
-        let reaper_idle = table.reaper_idle;
-        drop(table);
-        if reaper_idle {
-            // The child exists now: the reaping thread can wait for it.
-            self.spawn_ended.notify_all();
-        }
-        if let Some((on_exit, status)) = early {
-            on_exit(status);
         }
         result
     }
@@ -217,37 +229,28 @@ impl Reaper {
         {
             let mut table = self.lock();
             loop {
-                let (pid, status) =
-                    match waitpid(None, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
-                        Ok(WaitStatus::Exited(pid, code)) => (pid, ExitStatus::Code(code)),
-                        Ok(WaitStatus::Signaled(pid, sig, core_dumped)) => (
-                            pid,
-                            ExitStatus::Signal {
-                                signal: Signal::from_number(sig as i32).unwrap_or(Signal::KILL),
-                                core_dumped,
-                            },
-                        ),
-                        Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
-                        Ok(_) => continue,
-                        Err(Errno::EINTR) => continue,
-                        Err(e) => {
-                            tracing::error!("waitpid failed: {e}");
-                            break;
-                        }
-                    };
-                match table.waiting.remove(&pid.as_raw()) {
+                let (pid, status) = match take_exit() {
+                    Ok(Some(exit)) => exit,
+                    Ok(None) | Err(Errno::ECHILD) => break,
+                    Err(Errno::EINTR) => continue,
+                    Err(e) => {
+                        tracing::error!("waitpid failed: {e}");
+                        break;
+                    }
+                };
+                match table.waiting.remove(&pid) {
                     Some(callback) => done.push((callback, status)),
                     None if !table.in_progress.is_empty() => {
                         let newest_spawn = table.spawns_begun;
                         table.unclaimed.push(Unclaimed {
-                            pid: pid.as_raw(),
+                            pid,
                             status,
                             newest_spawn,
                         })
                     }
                     None => {
                         out.orphans += 1;
-                        tracing::debug!(pid = pid.as_raw(), %status, "reaped an orphaned process");
+                        tracing::debug!(pid, %status, "reaped an orphaned process");
                     }
                 }
             }
@@ -259,17 +262,44 @@ impl Reaper {
         out
     }
 
+    /// Readies the process for [`Reaper::start_thread`]; call it while the
+    /// process has one thread. SIGCHLD goes back to its default action (one
+    /// ignored through `exec` would have the kernel reap children itself,
+    /// so that no exit ever reached us) and is blocked in this thread, and
+    /// so in every thread made from here on: it then stays pending until
+    /// the reaping thread takes it. Children start with no signal blocked.
+    pub fn prepare_process() -> std::io::Result<()> {
+        use nix::sys::signal::{SigHandler, SigSet, Signal as Sig, signal};
+        // SAFETY: SIG_DFL installs no code of ours; nothing else in the
+        // process handles SIGCHLD.
+        unsafe { signal(Sig::SIGCHLD, SigHandler::SigDfl) }.map_err(std::io::Error::from)?;
+        let mut chld = SigSet::empty();
+        chld.add(Sig::SIGCHLD);
+        chld.thread_block().map_err(std::io::Error::from)
+    }
+
     /// Starts the thread that reaps children as they exit: it sleeps in
-    /// `waitid` until one has, and delivers the exits then.
+    /// `sigwait` for SIGCHLD, which every other thread keeps blocked (see
+    /// [`Reaper::prepare_process`]), and reaps everything that has exited
+    /// each time it comes. An exit after a round of reaping leaves the
+    /// signal pending, so none is missed; orphans adopted from anywhere
+    /// (as PID 1) signal like children. Idle, the thread sleeps in the
+    /// kernel: no wake-up without an exit.
     ///
     /// Reaping on SIGCHLD on the runtime thread instead cost that thread
     /// the kernel's release of every exited process (a fifth of its time
-    /// in a shutdown of 100 services) and a signal delivery per exit, and
+    /// in a shutdown of 100 services) and a signal handler per exit, and
     /// the exits waited there until every other ready task had run: in a
     /// shutdown, until every service had been signalled and every pipe
     /// closed. Here they are collected on the other core as they happen.
-    /// Idle, the thread sleeps in the kernel: no wake-up without an exit.
     pub fn start_thread(&'static self) -> std::io::Result<()> {
+        use nix::sys::signal::{SigSet, Signal as Sig};
+        let blocked = SigSet::thread_get_mask().map_err(std::io::Error::from)?;
+        if !blocked.contains(Sig::SIGCHLD) {
+            return Err(std::io::Error::other(
+                "SIGCHLD is not blocked: Reaper::prepare_process was not called first",
+            ));
+        }
         std::thread::Builder::new()
             .name("bh-reaper".into())
             .stack_size(64 * 1024)
@@ -281,34 +311,15 @@ impl Reaper {
     }
 
     fn reap_forever(&self) -> ! {
-        let exited = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | WaitPidFlag::__WALL;
+        use nix::sys::signal::{SigSet, Signal as Sig};
+        let mut chld = SigSet::empty();
+        chld.add(Sig::SIGCHLD);
         loop {
-            let ended_before = self.lock().spawns_ended;
-            // Waits for an exit without taking it: `reap` takes it with
-            // the table locked, as on every other path.
-            match waitid(Id::All, exited) {
-                Ok(_) => {
-                    self.reap();
-                }
-                Err(Errno::EINTR) => {}
-                Err(Errno::ECHILD) => {
-                    // No child at all. Every child comes from a spawn (and
-                    // every orphan we adopt from a child), and exists once
-                    // its spawn has ended: one that ended before the count
-                    // was read would have been seen; so the next child to
-                    // wait for comes with the next spawn to end.
-                    let mut table = self.lock();
-                    while table.spawns_ended == ended_before {
-                        table.reaper_idle = true;
-                        table = self
-                            .spawn_ended
-                            .wait(table)
-                            .unwrap_or_else(|e| e.into_inner());
-                    }
-                    table.reaper_idle = false;
-                }
+            self.reap();
+            match chld.wait() {
+                Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => {
-                    tracing::error!("waiting for children failed: {e}; trying again in 1 s");
+                    tracing::error!("waiting for SIGCHLD failed: {e}; reaping again in 1 s");
                     std::thread::sleep(Duration::from_secs(1));
                 }
             }
@@ -351,8 +362,8 @@ impl Reaper {
         Ok((spawned, rx))
     }
 
-    /// Waits for an exit by reaping until it arrives. Without a SIGCHLD
-    /// listener this polls, so it is for tests and tools, not the daemon.
+    /// Waits for an exit by reaping until it arrives. Without the reaping
+    /// thread this polls, so it is for tests and tools, not the daemon.
     pub fn wait_blocking(&self, rx: mpsc::Receiver<ExitStatus>) -> ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -431,7 +442,10 @@ impl Spawner {
 fn block_all_signals() {
     let all = nix::sys::signal::SigSet::all();
     if let Err(e) = all.thread_block() {
-        tracing::warn!("cannot block signals on the spawning thread: {e}");
+        tracing::warn!(
+            "cannot block signals on the {} thread: {e}",
+            std::thread::current().name().unwrap_or("orchestrator")
+        );
     }
 }
 
@@ -555,7 +569,7 @@ mod concurrency_tests {
         )
     }
 
-    /// Reaps (as the SIGCHLD handler would) until `pid` has been taken
+    /// Reaps (as the reaping thread would) until `pid` has been taken
     /// and kept aside as nobody's.
     fn reap_until_unclaimed(reaper: &Reaper, pid: u32) {
         let deadline = Instant::now() + Duration::from_secs(10);
