@@ -302,7 +302,9 @@ impl Reaper {
         }
         std::thread::Builder::new()
             .name("bh-reaper".into())
-            .stack_size(64 * 1024)
+            // Callbacks and log lines run here too; only touched pages
+            // are resident.
+            .stack_size(128 * 1024)
             .spawn(move || {
                 block_all_signals();
                 self.reap_forever();
@@ -315,7 +317,10 @@ impl Reaper {
         let mut chld = SigSet::empty();
         chld.add(Sig::SIGCHLD);
         loop {
-            self.reap();
+            // A panic in a callback must not end reaping for good.
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.reap())).is_err() {
+                tracing::error!("an exit callback panicked; reaping goes on");
+            }
             match chld.wait() {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => {
