@@ -154,7 +154,7 @@ fn take_exit() -> Result<Option<(i32, ExitStatus)>, Errno> {
                 core_dumped: libc::WCOREDUMP(raw),
             }
         } else {
-            // Stopped or continued (only if traced): not an exit.
+            // A ptrace stop (without WUNTRACED nothing else): not an exit.
             continue;
         };
         return Ok(Some((pid, status)));
@@ -257,7 +257,12 @@ impl Reaper {
         }
         out.tracked = done.len();
         for (callback, status) in done {
-            callback(status);
+            // One callback's panic must not keep the others' exits back.
+            let delivered =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(status)));
+            if delivered.is_err() {
+                tracing::error!(%status, "an exit callback panicked");
+            }
         }
         out
     }
@@ -284,7 +289,8 @@ impl Reaper {
     /// each time it comes. An exit after a round of reaping leaves the
     /// signal pending, so none is missed; orphans adopted from anywhere
     /// (as PID 1) signal like children. Idle, the thread sleeps in the
-    /// kernel: no wake-up without an exit.
+    /// kernel: it wakes only when a child exits (or is stopped or
+    /// continued, for an empty round).
     ///
     /// Reaping on SIGCHLD on the runtime thread instead cost that thread
     /// the kernel's release of every exited process (a fifth of its time
@@ -317,9 +323,13 @@ impl Reaper {
         let mut chld = SigSet::empty();
         chld.add(Sig::SIGCHLD);
         loop {
-            // A panic in a callback must not end reaping for good.
+            // A panic must not end reaping for good, and exits may still
+            // wait behind it: reap again soon rather than at the next
+            // signal.
             if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.reap())).is_err() {
-                tracing::error!("an exit callback panicked; reaping goes on");
+                tracing::error!("reaping panicked; reaping again in 100 ms");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
             }
             match chld.wait() {
                 Ok(_) | Err(Errno::EINTR) => {}
