@@ -62,6 +62,13 @@ impl Signal {
         }
     }
 
+    /// Any signal a process can die of, for exit statuses: also 32 and 33,
+    /// which glibc keeps for itself and configuration refuses, but which
+    /// `kill -32` still delivers.
+    pub fn from_exit(n: i32) -> Option<Signal> {
+        (1..=64).contains(&n).then_some(Signal(n))
+    }
+
     pub fn number(self) -> i32 {
         self.0
     }
@@ -70,7 +77,8 @@ impl Signal {
     pub fn name(self) -> String {
         match NAMES.iter().find(|(_, n)| *n == self.0) {
             Some((name, _)) => (*name).to_string(),
-            None => format!("SIGRTMIN+{}", self.0 - 34),
+            None if self.0 >= 34 => format!("SIGRTMIN+{}", self.0 - 34),
+            None => format!("signal {}", self.0),
         }
     }
 }
@@ -120,5 +128,9 @@ mod tests {
         assert!("SIGFOO".parse::<Signal>().is_err());
         assert!("0".parse::<Signal>().is_err());
         assert!("32".parse::<Signal>().is_err());
+        // An exit by it is still named, not taken for another signal.
+        assert_eq!(Signal::from_exit(32).unwrap().name(), "signal 32");
+        assert_eq!(Signal::from_exit(40), Signal::from_number(40));
+        assert_eq!(Signal::from_exit(65), None);
     }
 }

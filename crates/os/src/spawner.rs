@@ -150,7 +150,7 @@ fn take_exit() -> Result<Option<(i32, ExitStatus)>, Errno> {
             ExitStatus::Code(libc::WEXITSTATUS(raw))
         } else if libc::WIFSIGNALED(raw) {
             ExitStatus::Signal {
-                signal: Signal::from_number(libc::WTERMSIG(raw)).unwrap_or(Signal::KILL),
+                signal: Signal::from_exit(libc::WTERMSIG(raw)).unwrap_or(Signal::KILL),
                 core_dumped: libc::WCOREDUMP(raw),
             }
         } else {

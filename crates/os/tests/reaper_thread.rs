@@ -70,6 +70,19 @@ fn main() {
     );
     let (_, rx) = reaper.spawn_and_watch(&plan(&["/bin/true"])).unwrap();
     assert_eq!(exit_of(rx, "the child after it"), ExitStatus::Code(0));
+    // Signal 33 (glibc keeps it for itself; `kill` still sends it) is
+    // reported as itself, not as some other signal.
+    let (spawned, rx) = reaper
+        .spawn_and_watch(&plan(&["/bin/sleep", "30"]))
+        .unwrap();
+    kill(spawned.pid, 33);
+    assert_eq!(
+        exit_of(rx, "the child killed by signal 33"),
+        ExitStatus::Signal {
+            signal: Signal::from_exit(33).unwrap(),
+            core_dumped: false
+        }
+    );
 
     // An orphan: the child's own child, re-parented to this subreaper
     // after the child has exited and been reaped, exits while no child
