@@ -28,6 +28,21 @@ fn kill(pid: u32, signal: i32) {
     assert_eq!(unsafe { libc::kill(pid as i32, signal) }, 0);
 }
 
+/// A child killed by signal `n` is reported with that very signal.
+fn assert_killed_by(reaper: &Reaper, n: i32) {
+    let (spawned, rx) = reaper
+        .spawn_and_watch(&plan(&["/bin/sleep", "30"]))
+        .unwrap();
+    kill(spawned.pid, n);
+    assert_eq!(
+        exit_of(rx, &format!("the child killed by signal {n}")),
+        ExitStatus::Signal {
+            signal: Signal::from_exit(n).unwrap(),
+            core_dumped: false
+        }
+    );
+}
+
 /// Zombies among this process's children (what nobody reaped).
 fn zombies() -> Vec<i32> {
     blackhole_os::procfs::children_of(std::process::id())
@@ -57,32 +72,12 @@ fn main() {
 
     // Killed by a real-time signal (nix cannot name one; its exit was
     // lost), then an ordinary exit after it: reaping goes on.
-    let (spawned, rx) = reaper
-        .spawn_and_watch(&plan(&["/bin/sleep", "30"]))
-        .unwrap();
-    kill(spawned.pid, 40);
-    assert_eq!(
-        exit_of(rx, "the child killed by SIGRTMIN+6"),
-        ExitStatus::Signal {
-            signal: Signal::from_number(40).unwrap(),
-            core_dumped: false
-        }
-    );
+    assert_killed_by(reaper, 40);
     let (_, rx) = reaper.spawn_and_watch(&plan(&["/bin/true"])).unwrap();
     assert_eq!(exit_of(rx, "the child after it"), ExitStatus::Code(0));
     // Signal 33 (glibc keeps it for itself; `kill` still sends it) is
     // reported as itself, not as some other signal.
-    let (spawned, rx) = reaper
-        .spawn_and_watch(&plan(&["/bin/sleep", "30"]))
-        .unwrap();
-    kill(spawned.pid, 33);
-    assert_eq!(
-        exit_of(rx, "the child killed by signal 33"),
-        ExitStatus::Signal {
-            signal: Signal::from_exit(33).unwrap(),
-            core_dumped: false
-        }
-    );
+    assert_killed_by(reaper, 33);
 
     // An orphan: the child's own child, re-parented to this subreaper
     // after the child has exited and been reaped, exits while no child
