@@ -274,13 +274,11 @@ impl Reaper {
     /// so in every thread made from here on: it then stays pending until
     /// the reaping thread takes it. Children start with no signal blocked.
     pub fn prepare_process() -> std::io::Result<()> {
-        use nix::sys::signal::{SigHandler, SigSet, Signal as Sig, signal};
+        use nix::sys::signal::{SigHandler, Signal as Sig, signal};
         // SAFETY: SIG_DFL installs no code of ours; nothing else in the
         // process handles SIGCHLD.
         unsafe { signal(Sig::SIGCHLD, SigHandler::SigDfl) }.map_err(std::io::Error::from)?;
-        let mut chld = SigSet::empty();
-        chld.add(Sig::SIGCHLD);
-        chld.thread_block().map_err(std::io::Error::from)
+        child_signal().thread_block().map_err(std::io::Error::from)
     }
 
     /// Starts the thread that reaps children as they exit: it sleeps in
@@ -319,9 +317,7 @@ impl Reaper {
     }
 
     fn reap_forever(&self) -> ! {
-        use nix::sys::signal::{SigSet, Signal as Sig};
-        let mut chld = SigSet::empty();
-        chld.add(Sig::SIGCHLD);
+        let chld = child_signal();
         loop {
             // A panic must not end reaping for good, and exits may still
             // wait behind it: reap again soon rather than at the next
@@ -452,6 +448,13 @@ impl Spawner {
             }));
         }
     }
+}
+
+/// The set holding SIGCHLD alone.
+fn child_signal() -> nix::sys::signal::SigSet {
+    let mut set = nix::sys::signal::SigSet::empty();
+    set.add(nix::sys::signal::Signal::SIGCHLD);
+    set
 }
 
 fn block_all_signals() {
