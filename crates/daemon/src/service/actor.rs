@@ -363,9 +363,29 @@ impl<P: Processes> Actor<P> {
             // notes (a stop of hundreds) or a stalled disk fills, and a
             // stop must not wait for the disk.
             let mut signalled = false;
+            let mut rest = None;
             effects.retain(|effect| match *effect {
                 Effect::Signal(sig) => {
-                    self.procs.signal_all(sig);
+                    // The main process first, the rest of the group once
+                    // every other ready task (the other services of a stop
+                    // of many) has run: finding the rest reads the
+                    // cgroup's member list (or walks /proc), several times
+                    // the cost of the signal. Done in one go, a stop of
+                    // 100 took 6 to 7 ms to signal them all, the thread
+                    // off its core three quarters of that time, preempted
+                    // by the services it had signalled; main processes
+                    // first, under 1 ms. Signalled by pid only while no
+                    // exit was reported: a pid is free for reuse only once
+                    // reaped, and the reaper reports at once.
+                    let main = self
+                        .run
+                        .as_ref()
+                        .filter(|r| r.exit.is_empty() && !r.exit.is_terminated())
+                        .and(self.machine.pid());
+                    if let Some(pid) = main {
+                        self.procs.signal_main(pid, sig);
+                    }
+                    rest = Some((main, sig));
                     signalled = true;
                     false
                 }
@@ -376,6 +396,12 @@ impl<P: Processes> Actor<P> {
                 }
                 _ => true,
             });
+            if let Some((main, sig)) = rest {
+                if main.is_some() {
+                    tokio::task::yield_now().await;
+                }
+                self.procs.signal_all(main, sig);
+            }
             let after = self.machine.state();
             // Stopped for good in a shutdown: the cgroup's removal (on the
             // reclaimer's thread) begins now, not after the telling, so

@@ -70,8 +70,11 @@ pub trait Processes: Send + 'static {
     fn context(&self) -> Option<Arc<OsContext>> {
         None
     }
-    /// Signals every process of the service.
-    fn signal_all(&mut self, sig: Signal);
+    /// Signals the main process `pid` alone (see [`Processes::signal_all`]).
+    fn signal_main(&mut self, pid: u32, sig: Signal);
+    /// Signals every process of the service but `signalled` (its main
+    /// process, signalled just before with [`Processes::signal_main`]).
+    fn signal_all(&mut self, signalled: Option<u32>, sig: Signal);
     /// SIGKILLs every process of the service.
     fn kill_all(&mut self);
     /// No process of the service remains.
@@ -477,8 +480,13 @@ impl Processes for OsProcesses {
         })
     }
 
-    fn signal_all(&mut self, sig: Signal) {
-        self.group.signal_all(sig.number());
+    fn signal_main(&mut self, pid: u32, sig: Signal) {
+        self.group.signal_main(pid, sig.number());
+    }
+
+    fn signal_all(&mut self, signalled: Option<u32>, sig: Signal) {
+        let except = signalled.and_then(|p| i32::try_from(p).ok());
+        self.group.signal_all(sig.number(), except);
     }
 
     fn kill_all(&mut self) {

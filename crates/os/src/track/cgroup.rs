@@ -207,10 +207,11 @@ impl ServiceCgroup {
         self.path.join("cgroup.events")
     }
 
-    /// Sends `sig` to every member; returns how many were signalled.
-    pub fn signal_all(&self, sig: i32) -> usize {
+    /// Sends `sig` to every member but `except`; returns how many were
+    /// signalled.
+    pub fn signal_all(&self, sig: i32, except: Option<i32>) -> usize {
         let mut sent = 0;
-        for pid in self.pids() {
+        for pid in self.pids().into_iter().filter(|p| Some(*p) != except) {
             // SAFETY: kill has no memory preconditions.
             if unsafe { libc::kill(pid, sig) } == 0 {
                 sent += 1;
@@ -241,7 +242,7 @@ impl ServiceCgroup {
             {
                 std::thread::yield_now();
             }
-            self.signal_all(libc::SIGKILL);
+            self.signal_all(libc::SIGKILL, None);
             fs::write(&freezer, "THAWED")?;
         }
         let deadline = Instant::now() + Duration::from_secs(5);

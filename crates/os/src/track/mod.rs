@@ -221,10 +221,24 @@ impl Group {
         }
     }
 
-    pub fn signal_all(&mut self, sig: i32) -> usize {
+    /// Sends `sig` to the main process alone: a stop signals it first, so
+    /// that a stop of many services reaches every main process before the
+    /// costlier look for the rest of each group ([`Group::signal_all`]).
+    pub fn signal_main(&self, pid: u32, sig: i32) -> bool {
+        let Ok(pid) = i32::try_from(pid) else {
+            return false;
+        };
+        // SAFETY: kill has no memory preconditions; the pid is positive.
+        pid > 0 && unsafe { libc::kill(pid, sig) } == 0
+    }
+
+    /// Sends `sig` to every process of the service but `except` (its
+    /// main process, signalled on its own just before); returns how many
+    /// were signalled.
+    pub fn signal_all(&mut self, sig: i32, except: Option<i32>) -> usize {
         match &self.cgroup {
-            Some(cg) => cg.signal_all(sig),
-            None => self.tree.signal_all(sig),
+            Some(cg) => cg.signal_all(sig, except),
+            None => self.tree.signal_all(sig, except),
         }
     }
 
@@ -234,11 +248,11 @@ impl Group {
                 self.killed = true;
                 if let Err(e) = cg.kill_all() {
                     tracing::warn!("cannot kill cgroup {}: {e}", cg.path().display());
-                    cg.signal_all(libc::SIGKILL);
+                    cg.signal_all(libc::SIGKILL, None);
                 }
             }
             None => {
-                self.tree.signal_all(libc::SIGKILL);
+                self.tree.signal_all(libc::SIGKILL, None);
             }
         }
     }

@@ -144,8 +144,9 @@ impl TreeGroup {
             .collect()
     }
 
-    /// Sends `sig` to every member; returns how many were signalled.
-    pub fn signal_all(&mut self, sig: i32) -> usize {
+    /// Sends `sig` to every member but `except`; returns how many were
+    /// signalled.
+    pub fn signal_all(&mut self, sig: i32, except: Option<i32>) -> usize {
         let members = self.members();
         let mut sent = 0;
         if let Some(leader) = self.leader {
@@ -155,7 +156,7 @@ impl TreeGroup {
                 sent += 1;
             }
         }
-        for pid in members {
+        for pid in members.into_iter().filter(|p| Some(*p) != except) {
             // SAFETY: kill has no memory preconditions.
             if unsafe { libc::kill(pid, sig) } == 0 {
                 sent += 1;
@@ -199,7 +200,7 @@ mod tests {
     struct Held(TreeGroup);
     impl Drop for Held {
         fn drop(&mut self) {
-            self.0.signal_all(libc::SIGKILL);
+            self.0.signal_all(libc::SIGKILL, None);
         }
     }
 
@@ -272,7 +273,7 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(10));
         };
-        held.0.signal_all(libc::SIGKILL);
+        held.0.signal_all(libc::SIGKILL, None);
         let deadline = Instant::now() + Duration::from_secs(10);
         while procfs::is_alive(inner as u32) {
             assert!(Instant::now() < deadline, "the member survived SIGKILL");
@@ -326,7 +327,7 @@ mod tests {
         by_snapshot.sort_unstable();
         assert_eq!(members, by_snapshot);
 
-        held.0.signal_all(libc::SIGKILL);
+        held.0.signal_all(libc::SIGKILL, None);
         assert!(matches!(
             reaper.wait_blocking(rx),
             crate::ExitStatus::Signal { .. }
