@@ -63,29 +63,41 @@ pub fn cycles(edges: &Edges) -> Vec<Vec<String>> {
 /// in levels below n. Services in a cycle or depending on one are left
 /// out (they cannot start). Stopping goes through the levels in reverse.
 pub fn levels(edges: &Edges) -> Vec<Vec<String>> {
-    let mut level_of: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut remaining: BTreeSet<&str> = edges.keys().copied().collect();
-    let mut out: Vec<Vec<String>> = Vec::new();
-    loop {
-        let ready: Vec<&str> = remaining
-            .iter()
-            .copied()
-            .filter(|n| {
-                edges[n]
-                    .iter()
-                    .all(|d| level_of.contains_key(d) || !edges.contains_key(d))
-            })
-            .collect();
-        if ready.is_empty() {
-            return out;
+    // Kahn's algorithm a level at a time, on indices into the sorted
+    // names: each edge is looked up once. Scanning every remaining service
+    // for each level instead took 71 ms for a chain of 1000 (bench/micro,
+    // `levels`).
+    let names: Vec<&str> = edges.keys().copied().collect();
+    let mut unmet = vec![0usize; names.len()];
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); names.len()];
+    for (i, deps) in edges.values().enumerate() {
+        for d in deps {
+            // A dependency that is not a service is no one's to wait for
+            // (it is reported elsewhere).
+            if let Ok(d) = names.binary_search(d) {
+                dependents[d].push(i);
+                unmet[i] += 1;
+            }
         }
-        let level = out.len();
-        for n in &ready {
-            level_of.insert(n, level);
-            remaining.remove(n);
-        }
-        out.push(ready.iter().map(|s| s.to_string()).collect());
     }
+    let mut ready: Vec<usize> = (0..names.len()).filter(|i| unmet[*i] == 0).collect();
+    let mut out: Vec<Vec<String>> = Vec::new();
+    while !ready.is_empty() {
+        let mut next = Vec::new();
+        for &i in &ready {
+            for &dependent in &dependents[i] {
+                unmet[dependent] -= 1;
+                if unmet[dependent] == 0 {
+                    next.push(dependent);
+                }
+            }
+        }
+        // Index order is name order.
+        next.sort_unstable();
+        out.push(ready.iter().map(|i| names[*i].to_string()).collect());
+        ready = next;
+    }
+    out
 }
 
 /// Everything `name` depends on, directly or not, dependencies first.
@@ -168,7 +180,51 @@ mod tests {
 
     #[test]
     fn services_in_cycles_get_no_level() {
-        let g = graph(&[("a", &["b"]), ("b", &["a"]), ("c", &[])]);
+        let g = graph(&[
+            ("a", &["b"]),
+            ("b", &["a"]),
+            ("c", &[]),
+            ("d", &["a", "c"]),
+            ("e", &["e"]),
+        ]);
         assert_eq!(levels(&g), [vec!["c"]]);
+    }
+
+    /// A dependency listed twice is waited for once; one that is not a
+    /// service is not waited for; each level is in name order whatever
+    /// order its members became ready in.
+    #[test]
+    fn levels_ignore_repeated_and_unknown_dependencies() {
+        let g = graph(&[
+            ("z", &["a", "a"]),
+            ("b", &["a", "ghost"]),
+            ("a", &[]),
+            ("y", &["z", "b"]),
+            ("c", &["b", "z"]),
+        ]);
+        assert_eq!(levels(&g), [vec!["a"], vec!["b", "z"], vec!["c", "y"]]);
+    }
+
+    #[test]
+    fn a_long_chain_has_a_level_per_service() {
+        let names: Vec<String> = (0..3000).map(|i| format!("s{i:04}")).collect();
+        let g: Edges = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                (
+                    n.as_str(),
+                    names[..i].last().map(String::as_str).into_iter().collect(),
+                )
+            })
+            .collect();
+        let levels = levels(&g);
+        assert_eq!(levels.len(), 3000);
+        assert!(
+            levels
+                .iter()
+                .zip(&names)
+                .all(|(l, n)| l == std::slice::from_ref(n))
+        );
     }
 }
