@@ -564,31 +564,20 @@ impl Supervisor {
         self.ctx.reclaimer.begin();
         self.events
             .publish("", "orchestrator", None, None, None, "shutting down".into());
-        let edges = self.edges();
-        let mut waves: Vec<Vec<ServiceHandle>> = graph::levels(&edges)
-            .into_iter()
-            .rev()
-            .map(|level| {
-                level
-                    .iter()
-                    .filter_map(|n| self.services.get(n).cloned())
-                    .collect()
-            })
-            .collect();
-        // Services outside the levels (none unless the graph is broken)
-        // still stop, first.
-        let placed: std::collections::BTreeSet<&str> =
-            waves.iter().flatten().map(|h| h.name.as_str()).collect();
-        let rest: Vec<ServiceHandle> = self
-            .services
-            .values()
-            .filter(|h| !placed.contains(h.name.as_str()))
-            .cloned()
-            .collect();
-        drop(placed);
-        waves.insert(0, rest);
         let timeout = self.config.orchestrator.shutdown_timeout;
         let handles: Vec<ServiceHandle> = self.services.values().cloned().collect();
+        let waves = if self
+            .config
+            .services
+            .values()
+            .all(|s| s.depends_on.is_empty())
+        {
+            // No order to keep: one wave, with no graph to build on the
+            // way to the first stop signal.
+            vec![handles.clone()]
+        } else {
+            self.stop_waves()
+        };
         let (done_tx, done_rx) = oneshot::channel();
         tokio::spawn(async move {
             let deadline = tokio::time::Instant::now() + timeout + Duration::from_millis(500);
@@ -622,6 +611,35 @@ impl Supervisor {
             let _ = done_tx.send(());
         });
         done_rx
+    }
+
+    /// The services in the order to stop them: dependents before what
+    /// they depend on, a wave at a time.
+    fn stop_waves(&self) -> Vec<Vec<ServiceHandle>> {
+        let edges = self.edges();
+        let mut waves: Vec<Vec<ServiceHandle>> = graph::levels(&edges)
+            .into_iter()
+            .rev()
+            .map(|level| {
+                level
+                    .iter()
+                    .filter_map(|n| self.services.get(n).cloned())
+                    .collect()
+            })
+            .collect();
+        // Services outside the levels (none unless the graph is broken)
+        // still stop, first.
+        let placed: std::collections::BTreeSet<&str> =
+            waves.iter().flatten().map(|h| h.name.as_str()).collect();
+        let rest: Vec<ServiceHandle> = self
+            .services
+            .values()
+            .filter(|h| !placed.contains(h.name.as_str()))
+            .cloned()
+            .collect();
+        drop(placed);
+        waves.insert(0, rest);
+        waves
     }
 
     /// `name -> what it depends on`, for every valid service.

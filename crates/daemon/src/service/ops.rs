@@ -128,8 +128,24 @@ pub struct OsContext {
 /// new cgroup of the same name can be made while the old one waits.
 #[derive(Default)]
 pub struct Reclaimer {
-    tx: std::sync::Mutex<Option<std::sync::mpsc::Sender<Reclaim>>>,
-    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    state: std::sync::Mutex<ReclaimState>,
+}
+
+#[derive(Default)]
+enum ReclaimState {
+    /// Removals are done by the caller.
+    #[default]
+    InLine,
+    /// The shutdown began; the thread starts with the first removal (its
+    /// start, a tenth of a millisecond, is then not on the way to the
+    /// first stop signal).
+    Due,
+    Running {
+        tx: std::sync::mpsc::Sender<Reclaim>,
+        thread: std::thread::JoinHandle<()>,
+    },
+    /// Everything is queued (or the thread could not be started).
+    Closed(Option<std::thread::JoinHandle<()>>),
 }
 
 enum Reclaim {
@@ -159,21 +175,9 @@ impl Reclaimer {
     /// The shutdown began: removals go to the thread from now on (or stay
     /// on the caller if the thread cannot be started).
     pub fn begin(&self) {
-        let (tx, rx) = std::sync::mpsc::channel::<Reclaim>();
-        let started = std::thread::Builder::new()
-            .name("bh-reclaim".into())
-            .stack_size(64 * 1024)
-            .spawn(move || {
-                for work in rx {
-                    work.carry_out();
-                }
-            });
-        match started {
-            Ok(handle) => {
-                *lock(&self.tx) = Some(tx);
-                *lock(&self.thread) = Some(handle);
-            }
-            Err(e) => tracing::debug!("cgroups are removed in line: no thread ({e})"),
+        let mut state = lock(&self.state);
+        if matches!(*state, ReclaimState::InLine) {
+            *state = ReclaimState::Due;
         }
     }
 
@@ -185,12 +189,18 @@ impl Reclaimer {
     }
 
     fn queue(&self, work: Reclaim) {
-        let work = match &*lock(&self.tx) {
-            Some(tx) => match tx.send(work) {
-                Ok(()) => return,
-                Err(std::sync::mpsc::SendError(back)) => back,
-            },
-            None => work,
+        let work = {
+            let mut state = lock(&self.state);
+            if matches!(*state, ReclaimState::Due) {
+                *state = start_thread();
+            }
+            match &*state {
+                ReclaimState::Running { tx, .. } => match tx.send(work) {
+                    Ok(()) => return,
+                    Err(std::sync::mpsc::SendError(back)) => back,
+                },
+                _ => work,
+            }
         };
         work.carry_out();
     }
@@ -201,14 +211,48 @@ impl Reclaimer {
     /// does what else its shutdown needs; [`Reclaimer::finish`] waits.
     pub fn remove_bases(&self, bases: Vec<std::path::PathBuf>) {
         self.queue(Reclaim::Bases(bases));
-        drop(lock(&self.tx).take());
+        self.close();
+    }
+
+    /// No more work: the thread ends once it has done what was queued.
+    fn close(&self) {
+        let mut state = lock(&self.state);
+        let closed = match std::mem::take(&mut *state) {
+            ReclaimState::Running { thread, .. } => ReclaimState::Closed(Some(thread)),
+            ReclaimState::Closed(thread) => ReclaimState::Closed(thread),
+            ReclaimState::InLine | ReclaimState::Due => ReclaimState::Closed(None),
+        };
+        *state = closed;
     }
 
     /// Waits until everything queued is removed.
     pub fn finish(&self) {
-        drop(lock(&self.tx).take());
-        if let Some(handle) = lock(&self.thread).take() {
-            let _ = handle.join();
+        self.close();
+        let thread = match &mut *lock(&self.state) {
+            ReclaimState::Closed(thread) => thread.take(),
+            _ => None,
+        };
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn start_thread() -> ReclaimState {
+    let (tx, rx) = std::sync::mpsc::channel::<Reclaim>();
+    let started = std::thread::Builder::new()
+        .name("bh-reclaim".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            for work in rx {
+                work.carry_out();
+            }
+        });
+    match started {
+        Ok(thread) => ReclaimState::Running { tx, thread },
+        Err(e) => {
+            tracing::debug!("cgroups are removed in line: no thread ({e})");
+            ReclaimState::Closed(None)
         }
     }
 }
