@@ -248,6 +248,51 @@ fn setsid_child_dies_with_its_service_tracked_by_process_tree() {
     setsid_child_dies_with_its_service("off");
 }
 
+/// A stop signals each process of the service once: the main process
+/// first on its own, the rest of its group after (with cgroups), or the
+/// process group and then only the members outside it (without). A
+/// second SIGTERM or SIGINT means "quit now" to many programs.
+fn each_process_gets_one_stop_signal(cgroups: &str) {
+    let mut s = Stack::new();
+    s.write_config(&format!(
+        r#"
+[orchestrator]
+cgroups = "{cgroups}"
+[services.counter]
+binary_path = "{}"
+args = ["count-term"]
+"#,
+        testsvc().display()
+    ));
+    s.up();
+    s.wait_state("counter", State::Running);
+    s.wait_log_line("counter", "main ready");
+    s.wait_log_line("counter", "child ready");
+    let (code, body) = s.post("/v1/services/counter/stop");
+    assert_eq!(code, StatusCode::OK, "{body}");
+    // Written by the log writer thread, maybe after the stop returned.
+    s.wait_log_line("counter", "main got");
+    s.wait_log_line("counter", "child got");
+    let lines = s.log_lines("counter");
+    for who in ["main", "child"] {
+        let said: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.starts_with(&format!("{who} got")))
+            .collect();
+        assert_eq!(said, [&format!("{who} got 1")], "{cgroups}: {lines:?}");
+    }
+}
+
+#[test]
+fn each_process_gets_one_stop_signal_tracked_by_cgroup() {
+    each_process_gets_one_stop_signal("auto");
+}
+
+#[test]
+fn each_process_gets_one_stop_signal_tracked_by_process_tree() {
+    each_process_gets_one_stop_signal("off");
+}
+
 #[test]
 fn orchestrator_killed_with_sigkill_takes_its_services_along() {
     let mut s = Stack::new();

@@ -145,18 +145,27 @@ impl TreeGroup {
     }
 
     /// Sends `sig` to every member but `except`; returns how many were
-    /// signalled.
+    /// signalled. The leader's process group first, in one call (it
+    /// catches what forks right now); then, listed after it, the members
+    /// outside that group. One still in it got the signal already: sent
+    /// again once the first was taken, it would count twice, and a second
+    /// SIGTERM or SIGINT means "quit now" to many programs.
     pub fn signal_all(&mut self, sig: i32, except: Option<i32>) -> usize {
-        let members = self.members();
         let mut sent = 0;
         if let Some(leader) = self.leader {
-            // The process group in one call: catches what forks right now.
             // SAFETY: kill with a negative pid signals a process group.
             if unsafe { libc::kill(-leader, sig) } == 0 {
                 sent += 1;
             }
         }
-        for pid in members.into_iter().filter(|p| Some(*p) != except) {
+        for pid in self.members() {
+            let in_group = || {
+                self.leader
+                    .is_some_and(|l| live(pid).is_some_and(|s| s.pgrp == l))
+            };
+            if Some(pid) == except || in_group() {
+                continue;
+            }
             // SAFETY: kill has no memory preconditions.
             if unsafe { libc::kill(pid, sig) } == 0 {
                 sent += 1;

@@ -35,6 +35,7 @@ pub const MODES: &[Mode] = &[
     m("ignore-term", &[], basic::ignore_term),
     m("exit", &["after", "code", "signal"], basic::exit),
     m("setsid-child", &[], procs::setsid_child),
+    m("count-term", &[], procs::count_term),
     m("daemonize", &["exit-after-fork"], procs::daemonize),
     m("print", PRINT, output::print),
     m("flood", &["bytes", "byte", "then"], output::flood),

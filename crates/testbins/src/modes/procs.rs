@@ -45,6 +45,29 @@ pub fn setsid_child(cli: &Cli) -> ! {
     sig::run_until_term(cli)
 }
 
+/// The main process and a child in its process group each count the
+/// SIGTERMs they receive: taken one by one as they come (`sigtimedwait`),
+/// so a second one is counted unless it arrives before the first is
+/// taken; 300 ms after the last, each says `main got N` / `child got N`
+/// and exits.
+pub fn count_term(_: &Cli) -> ! {
+    started();
+    let who = if fork_or_die() == 0 { "child" } else { "main" };
+    say!("{who} ready");
+    sig::wait_term(None);
+    let mut got = 1;
+    while sig::wait_term(Some(std::time::Duration::from_millis(300))) {
+        got += 1;
+    }
+    say!("{who} got {got}");
+    if who == "child" {
+        child_exit(0);
+    }
+    // SAFETY: wait for any child; a null status pointer is allowed.
+    unsafe { libc::wait(std::ptr::null_mut()) };
+    std::process::exit(0)
+}
+
 pub fn daemonize(cli: &Cli) -> ! {
     let exit_after_fork = cli.flag("exit-after-fork");
     started();
