@@ -227,8 +227,12 @@ impl Reaper {
         let mut done = Vec::new();
         let mut out = Reaped::default();
         {
-            let mut table = self.lock();
             loop {
+                // Locked for each exit, not for the whole round: a round
+                // of a shutdown's exits takes milliseconds (the kernel's
+                // release of each process), and the stop signals wait for
+                // this lock (see `Reaper::signal_unreaped`).
+                let mut table = self.lock();
                 let (pid, status) = match take_exit() {
                     Ok(Some(exit)) => exit,
                     Ok(None) | Err(Errno::ECHILD) => break,
@@ -265,6 +269,21 @@ impl Reaper {
             }
         }
         out
+    }
+
+    /// Sends `sig` to `pid` if it is a registered child whose exit has not
+    /// been taken; false if it was not sent. The check and the signal are
+    /// made under the lock every exit is taken under, so the number cannot
+    /// have gone to another process in between (a pid is free for reuse
+    /// once reaped), which a plain `kill` by number cannot promise.
+    pub fn signal_unreaped(&self, pid: u32, sig: i32) -> bool {
+        let Ok(pid) = i32::try_from(pid) else {
+            return false;
+        };
+        let table = self.lock();
+        // SAFETY: kill has no memory preconditions; a registered pid is
+        // positive.
+        table.waiting.contains_key(&pid) && unsafe { libc::kill(pid, sig) } == 0
     }
 
     /// Readies the process for [`Reaper::start_thread`]; call it while the

@@ -227,6 +227,15 @@ impl ServiceLog {
 
     /// The orchestrator's note about the service, into the same places.
     pub async fn note(&self, pid: Option<u32>, text: &str) {
+        if let Some(pending) = self.note_now(pid, text) {
+            self.note_wait(pending).await;
+        }
+    }
+
+    /// [`ServiceLog::note`] without waiting: into the ring and to
+    /// followers now, and to the writer if its queue has room; otherwise
+    /// the note is handed back for [`ServiceLog::note_wait`].
+    pub fn note_now(&self, pid: Option<u32>, text: &str) -> Option<PendingNote> {
         let time = SystemTime::now();
         let mut out = file_prefix(time, Stream::Note, pid).into_bytes();
         out.extend_from_slice(text.as_bytes());
@@ -254,7 +263,13 @@ impl ServiceLog {
             lines: 1,
             counters: self.counters.clone(),
         };
-        if tokio::time::timeout(NOTE_WAIT, self.writer.send(batch))
+        self.writer.try_send(batch).err().map(PendingNote)
+    }
+
+    /// Queues a note that found the writer's queue full, waiting for room
+    /// for at most [`NOTE_WAIT`].
+    pub async fn note_wait(&self, note: PendingNote) {
+        if tokio::time::timeout(NOTE_WAIT, self.writer.send(note.0))
             .await
             .is_err()
         {
@@ -289,6 +304,9 @@ impl ServiceLog {
             .subscribe()
     }
 }
+
+/// A note in the ring that waits for room in the writer's queue.
+pub struct PendingNote(writer::Batch);
 
 /// Lines of one read, being distributed. Holds the ring's lock: push
 /// synchronously, then finish.

@@ -274,6 +274,22 @@ impl LogWriter {
         }
     }
 
+    /// Queues a small batch (a note) if the queue has room; hands it back
+    /// if not (or if the writer is gone, for [`LogWriter::send`] to count).
+    pub fn try_send(&self, batch: Batch) -> Result<(), Batch> {
+        if batch.bytes.capacity() >= POOLED {
+            return Err(batch);
+        }
+        match self.tx.try_reserve() {
+            Ok(slot) => {
+                slot.send(Msg::Batch(batch, None));
+                self.wake();
+                Ok(())
+            }
+            Err(_) => Err(batch),
+        }
+    }
+
     /// Room left in the queue (for tests that fill it).
     #[cfg(test)]
     pub(crate) fn queue_room(&self) -> usize {
@@ -282,13 +298,19 @@ impl LogWriter {
 
     async fn queue(&self, msg: Msg) -> Result<(), mpsc::error::SendError<Msg>> {
         self.tx.send(msg).await?;
+        self.wake();
+        Ok(())
+    }
+
+    /// After a message was queued: wakes the writer if it waits outside
+    /// the channel's own wait.
+    fn wake(&self) {
         // Pairs with the fence in `next_message`: either the writer sees
-        // this message before it parks, or this sees it idle.
+        // the message before it parks, or this sees it idle.
         std::sync::atomic::fence(Ordering::SeqCst);
         if self.idle.load(Ordering::Relaxed) {
             self.thread.unpark();
         }
-        Ok(())
     }
 
     pub async fn set_limits(&self, service: &str, max_size: u64, max_files: u32) {

@@ -70,8 +70,11 @@ pub trait Processes: Send + 'static {
     fn context(&self) -> Option<Arc<OsContext>> {
         None
     }
-    /// Signals the main process `pid` alone (see [`Processes::signal_all`]).
-    fn signal_main(&mut self, pid: u32, sig: Signal);
+    /// Signals the main process `pid` alone, where [`Processes::signal_all`]
+    /// can then reach the rest without it (with cgroups: without, the
+    /// process group it leads would get the signal twice); false: nothing
+    /// was sent. Sent only while the pid is still the process's.
+    fn signal_main(&mut self, pid: u32, sig: Signal) -> bool;
     /// Signals every process of the service but `signalled` (its main
     /// process, signalled just before with [`Processes::signal_main`]).
     fn signal_all(&mut self, signalled: Option<u32>, sig: Signal);
@@ -210,7 +213,9 @@ impl Reclaimer {
     /// services' left, about half a millisecond for 100), while the caller
     /// does what else its shutdown needs; [`Reclaimer::finish`] waits.
     pub fn remove_bases(&self, bases: Vec<std::path::PathBuf>) {
-        self.queue(Reclaim::Bases(bases));
+        if !bases.is_empty() {
+            self.queue(Reclaim::Bases(bases));
+        }
         self.close();
     }
 
@@ -524,8 +529,9 @@ impl Processes for OsProcesses {
         })
     }
 
-    fn signal_main(&mut self, pid: u32, sig: Signal) {
-        self.group.signal_main(pid, sig.number());
+    fn signal_main(&mut self, pid: u32, sig: Signal) -> bool {
+        self.group.in_cgroup()
+            && blackhole_os::spawner::Reaper::global().signal_unreaped(pid, sig.number())
     }
 
     fn signal_all(&mut self, signalled: Option<u32>, sig: Signal) {
@@ -659,5 +665,42 @@ async fn read_exec_status(fd: OwnedFd) -> Result<Vec<u8>, String> {
             Ok(Err(e)) => return Err(format!("cannot read the exec status: {e}")),
             Err(_would_block) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Folders standing in for emptied cgroups (an empty folder is removed
+    /// the same way): removed in line before a shutdown, by the thread
+    /// after it began, which starts with the first removal and not
+    /// before; the orchestrator's own folder goes last.
+    #[test]
+    fn the_reclaimer_starts_its_thread_with_the_first_removal() {
+        let root = tempfile::tempdir().unwrap();
+        let base = root.path().join("instance");
+        let folder = |name: &str| {
+            let path = base.join(name);
+            std::fs::create_dir_all(&path).unwrap();
+            path
+        };
+        let r = Reclaimer::default();
+        let before = folder("before");
+        r.remove(vec![ServiceCgroup::open(before.clone())]);
+        assert!(!before.exists(), "removed in line");
+        r.begin();
+        assert!(matches!(*lock(&r.state), ReclaimState::Due));
+        let during = [folder("a"), folder("b")];
+        r.remove(during.iter().cloned().map(ServiceCgroup::open).collect());
+        assert!(matches!(*lock(&r.state), ReclaimState::Running { .. }));
+        r.remove_bases(vec![base.clone()]);
+        r.finish();
+        assert!(during.iter().all(|p| !p.exists()));
+        assert!(!base.exists(), "the base folder, after the services'");
+        // Closed: later removals are done in line again.
+        let after = folder("after");
+        r.remove(vec![ServiceCgroup::open(after.clone())]);
+        assert!(!after.exists());
     }
 }

@@ -105,8 +105,12 @@ impl Processes for Fake {
             })
         })
     }
-    fn signal_main(&mut self, pid: u32, sig: Signal) {
+    fn signal_main(&mut self, pid: u32, sig: Signal) -> bool {
         let mut w = self.world();
+        // As the reaper: only a process whose exit was not taken yet.
+        if !w.exits.contains_key(&pid) {
+            return false;
+        }
         w.signals.push(sig);
         w.call(format!("main {pid} {sig}"));
         if let Some(probe) = &w.on_signal {
@@ -121,6 +125,7 @@ impl Processes for Fake {
                 },
             );
         }
+        true
     }
     fn signal_all(&mut self, signalled: Option<u32>, sig: Signal) {
         let mut w = self.world();

@@ -221,17 +221,6 @@ impl Group {
         }
     }
 
-    /// Sends `sig` to the main process alone: a stop signals it first, so
-    /// that a stop of many services reaches every main process before the
-    /// costlier look for the rest of each group ([`Group::signal_all`]).
-    pub fn signal_main(&self, pid: u32, sig: i32) -> bool {
-        let Ok(pid) = i32::try_from(pid) else {
-            return false;
-        };
-        // SAFETY: kill has no memory preconditions; the pid is positive.
-        pid > 0 && unsafe { libc::kill(pid, sig) } == 0
-    }
-
     /// Sends `sig` to every process of the service but `except` (its
     /// main process, signalled on its own just before); returns how many
     /// were signalled.
