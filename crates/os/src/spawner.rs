@@ -224,14 +224,17 @@ impl Reaper {
     /// Reaps every child that has exited (the thread of
     /// [`Reaper::start_thread`] calls it at every exit).
     pub fn reap(&self) -> Reaped {
-        let mut done = Vec::new();
         let mut out = Reaped::default();
-        {
-            loop {
-                // Locked for each exit, not for the whole round: a round
-                // of a shutdown's exits takes milliseconds (the kernel's
-                // release of each process), and the stop signals wait for
-                // this lock (see `Reaper::signal_unreaped`).
+        loop {
+            // Locked for each exit, and each exit delivered as soon as it
+            // is taken, not after the whole round (a round of a shutdown's
+            // exits takes milliseconds, the kernel's release of each
+            // process): a stop signals a main process by its pid only
+            // while its exit is undelivered (see the service actor), and a
+            // reaped pid is handed out again only once the kernel's
+            // numbers have wrapped around (`kernel.pid_max`, allocated in
+            // turn), never within the instant between the two.
+            let callback = {
                 let mut table = self.lock();
                 let (pid, status) = match take_exit() {
                     Ok(Some(exit)) => exit,
@@ -243,47 +246,34 @@ impl Reaper {
                     }
                 };
                 match table.waiting.remove(&pid) {
-                    Some(callback) => done.push((callback, status)),
+                    Some(callback) => Some((callback, status)),
                     None if !table.in_progress.is_empty() => {
                         let newest_spawn = table.spawns_begun;
                         table.unclaimed.push(Unclaimed {
                             pid,
                             status,
                             newest_spawn,
-                        })
+                        });
+                        None
                     }
                     None => {
                         out.orphans += 1;
                         tracing::debug!(pid, %status, "reaped an orphaned process");
+                        None
                     }
+                }
+            };
+            if let Some((callback, status)) = callback {
+                out.tracked += 1;
+                // One callback's panic must not keep the others' exits back.
+                let delivered =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(status)));
+                if delivered.is_err() {
+                    tracing::error!(%status, "an exit callback panicked");
                 }
             }
         }
-        out.tracked = done.len();
-        for (callback, status) in done {
-            // One callback's panic must not keep the others' exits back.
-            let delivered =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(status)));
-            if delivered.is_err() {
-                tracing::error!(%status, "an exit callback panicked");
-            }
-        }
         out
-    }
-
-    /// Sends `sig` to `pid` if it is a registered child whose exit has not
-    /// been taken; false if it was not sent. The check and the signal are
-    /// made under the lock every exit is taken under, so the number cannot
-    /// have gone to another process in between (a pid is free for reuse
-    /// once reaped), which a plain `kill` by number cannot promise.
-    pub fn signal_unreaped(&self, pid: u32, sig: i32) -> bool {
-        let Ok(pid) = i32::try_from(pid) else {
-            return false;
-        };
-        let table = self.lock();
-        // SAFETY: kill has no memory preconditions; a registered pid is
-        // positive.
-        table.waiting.contains_key(&pid) && unsafe { libc::kill(pid, sig) } == 0
     }
 
     /// Readies the process for [`Reaper::start_thread`]; call it while the

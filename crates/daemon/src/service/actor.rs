@@ -375,7 +375,16 @@ impl<P: Processes> Actor<P> {
                     // off its core three quarters of that time, preempted
                     // by the services it had signalled; main processes
                     // first, under 1 ms.
-                    match self.machine.pid() {
+                    // By its pid only while its exit is undelivered: the
+                    // reaper delivers each exit as it takes it, and a
+                    // reaped pid is not handed out again until the
+                    // kernel's numbers wrap around.
+                    let main = self
+                        .run
+                        .as_ref()
+                        .filter(|r| r.exit.is_empty() && !r.exit.is_terminated())
+                        .and(self.machine.pid());
+                    match main {
                         Some(pid) if self.procs.signal_main(pid, sig) => rest = Some((pid, sig)),
                         _ => self.procs.signal_all(None, sig),
                     }

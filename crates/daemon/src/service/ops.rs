@@ -73,7 +73,8 @@ pub trait Processes: Send + 'static {
     /// Signals the main process `pid` alone, where [`Processes::signal_all`]
     /// can then reach the rest without it (with cgroups: without, the
     /// process group it leads would get the signal twice); false: nothing
-    /// was sent. Sent only while the pid is still the process's.
+    /// was sent. Called only while its exit is unreported, so the pid is
+    /// still its own.
     fn signal_main(&mut self, pid: u32, sig: Signal) -> bool;
     /// Signals every process of the service but `signalled` (its main
     /// process, signalled just before with [`Processes::signal_main`]).
@@ -530,8 +531,7 @@ impl Processes for OsProcesses {
     }
 
     fn signal_main(&mut self, pid: u32, sig: Signal) -> bool {
-        self.group.in_cgroup()
-            && blackhole_os::spawner::Reaper::global().signal_unreaped(pid, sig.number())
+        self.group.signal_main(pid, sig.number())
     }
 
     fn signal_all(&mut self, signalled: Option<u32>, sig: Signal) {
