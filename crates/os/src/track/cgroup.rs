@@ -94,6 +94,23 @@ impl ServiceCgroup {
         &self.path
     }
 
+    /// The folder was opened (for a clone into it) and has not been
+    /// removed since: its files are still found through the kept
+    /// descriptor (a look-up, no open; a removed cgroup keeps its link
+    /// count).
+    pub fn still_there(&self) -> bool {
+        self.dir.get().is_some_and(|dir| {
+            self.procs.get().is_some()
+                && nix::unistd::faccessat(
+                    dir,
+                    "cgroup.procs",
+                    nix::unistd::AccessFlags::F_OK,
+                    nix::fcntl::AtFlags::empty(),
+                )
+                .is_ok()
+        })
+    }
+
     /// `cgroup.procs` for the child to write `0` into, from a descriptor
     /// opened for reading too and kept for the member list (v2 only): the
     /// stop signal then needs no open and no close. Those were a quarter

@@ -121,6 +121,19 @@ impl Group {
                 // killed at start-up), is replaced by a fresh one. Removal
                 // fails while processes remain, so nothing is lost; then
                 // the child moves itself in instead.
+                // The folder of the run before, not killed and still
+                // there: its kept descriptors serve the next child as they
+                // are. Making it again cost every restart a `mkdir`, a
+                // `stat` and two opens on cgroupfs, and closing the old
+                // descriptors (8 % of the runtime thread's samples in a
+                // loop of restarts).
+                if !self.killed
+                    && let Some(cg) = self.cgroup.as_ref().filter(|cg| cg.still_there())
+                {
+                    plan.cgroup_dir = Some(cg.dir_for_clone()?);
+                    plan.cgroup_dir_procs = Some(cg.procs_kept_for_child()?);
+                    return self.prepare_limits(plan, limits);
+                }
                 let path = base.join(&self.service);
                 let mut fresh = true;
                 if self.killed || self.cgroup.is_none() {
@@ -149,6 +162,12 @@ impl Group {
             }
             None => {}
         }
+        self.prepare_limits(plan, limits)
+    }
+
+    /// The limits part of [`Group::prepare`], once the tracking cgroup is
+    /// ready.
+    fn prepare_limits(&mut self, plan: &mut SpawnPlan, limits: &Limits) -> io::Result<()> {
         let wanted = limits.controllers();
         for (c, place) in self.controllers.iter().map(|(c, p)| (*c, p.clone())) {
             let on = wanted.contains(&c);
@@ -482,6 +501,57 @@ mod tests {
         assert!(second.members().is_empty());
         drop(first);
         remove_all(second.take_cgroups());
+        let _ = std::fs::remove_dir(&base);
+    }
+
+    /// On the machine's cgroup v2 hierarchy: a restart reuses the folder
+    /// of the run before and its kept descriptors (the same folder, no
+    /// new one made), and a folder removed from outside between two runs
+    /// is made again rather than cloned into through a stale descriptor.
+    #[test]
+    fn a_restart_reuses_the_folder_unless_it_was_removed() {
+        use std::os::unix::fs::MetadataExt;
+        let Some(v2) = Mounts::detect().v2 else {
+            eprintln!("skipped: no cgroup v2 hierarchy");
+            return;
+        };
+        let mounts = Mounts {
+            v2: Some(v2),
+            ..Mounts::default()
+        };
+        let rel = PathBuf::from(format!("blackhole/test-reuse-{}", std::process::id()));
+        let tracking = Tracking::from_layout(Layout::build(&mounts, &rel, true));
+        let Some(base) = tracking.base().map(Path::to_path_buf) else {
+            eprintln!("skipped: cgroup v2 not writable");
+            return;
+        };
+        struct KillOnDrop(PathBuf);
+        impl Drop for KillOnDrop {
+            fn drop(&mut self) {
+                let _ = std::fs::write(self.0.join("cgroup.kill"), "1");
+            }
+        }
+        let _guard = KillOnDrop(base.join("svc"));
+        let reaper = crate::spawner::Reaper::global();
+        let mut group = tracking.group("svc");
+        // Runs `true` in the group; the folder's inode once it has exited.
+        let mut run = |g: &mut Group| {
+            let mut plan = SpawnPlan::new(c"/bin/true".into(), vec![c"true".into()]);
+            g.prepare(&mut plan, &Limits::default()).unwrap();
+            assert!(plan.cgroup_dir.is_some(), "cloned into the folder");
+            let (spawned, exit) = reaper.spawn_and_watch(&plan).unwrap();
+            g.started(spawned.pid);
+            reaper.wait_blocking(exit);
+            std::fs::metadata(base.join("svc")).unwrap().ino()
+        };
+        let first = run(&mut group);
+        assert_eq!(run(&mut group), first, "the same folder again");
+        // Removed from outside (it is empty): made again, and usable.
+        std::fs::remove_dir(base.join("svc")).unwrap();
+        let third = run(&mut group);
+        assert_ne!(third, first, "a new folder");
+        assert!(group.is_empty());
+        remove_all(group.take_cgroups());
         let _ = std::fs::remove_dir(&base);
     }
 
