@@ -535,7 +535,7 @@ mod tests {
         let reaper = crate::spawner::Reaper::global();
         let mut group = tracking.group("svc");
         // Runs `true` in the group; the folder's inode once it has exited.
-        let mut run = |g: &mut Group| {
+        let run = |g: &mut Group| {
             let mut plan = SpawnPlan::new(c"/bin/true".into(), vec![c"true".into()]);
             g.prepare(&mut plan, &Limits::default()).unwrap();
             assert!(plan.cgroup_dir.is_some(), "cloned into the folder");
