@@ -227,13 +227,10 @@ impl Reaper {
         let mut out = Reaped::default();
         loop {
             // Locked for each exit, and each exit delivered as soon as it
-            // is taken, not after the whole round (a round of a shutdown's
-            // exits takes milliseconds, the kernel's release of each
-            // process): a stop signals a main process by its pid only
-            // while its exit is undelivered (see the service actor), and a
-            // reaped pid is handed out again only once the kernel's
-            // numbers have wrapped around (`kernel.pid_max`, allocated in
-            // turn), never within the instant between the two.
+            // is taken, not after the whole round: a round of a
+            // shutdown's exits takes milliseconds (the kernel's release of
+            // each process), and neither the first exit nor a spawn should
+            // wait for the last.
             let callback = {
                 let mut table = self.lock();
                 let (pid, status) = match take_exit() {

@@ -363,31 +363,9 @@ impl<P: Processes> Actor<P> {
             // notes (a stop of hundreds) or a stalled disk fills, and a
             // stop must not wait for the disk.
             let mut signalled = false;
-            let mut rest = None;
             effects.retain(|effect| match *effect {
                 Effect::Signal(sig) => {
-                    // The main process first, the rest of the group after
-                    // the telling's yield, once every other ready task (the
-                    // other services of a stop of many) has run: finding
-                    // the rest reads the cgroup's member list, several
-                    // times the cost of the signal. Done in one go, a stop
-                    // of 100 took 6 to 7 ms to signal them all, the thread
-                    // off its core three quarters of that time, preempted
-                    // by the services it had signalled; main processes
-                    // first, under 1 ms.
-                    // By its pid only while its exit is undelivered: the
-                    // reaper delivers each exit as it takes it, and a
-                    // reaped pid is not handed out again until the
-                    // kernel's numbers wrap around.
-                    let main = self
-                        .run
-                        .as_ref()
-                        .filter(|r| r.exit.is_empty() && !r.exit.is_terminated())
-                        .and(self.machine.pid());
-                    match main {
-                        Some(pid) if self.procs.signal_main(pid, sig) => rest = Some((pid, sig)),
-                        _ => self.procs.signal_all(None, sig),
-                    }
+                    self.procs.signal_all(sig);
                     signalled = true;
                     false
                 }
@@ -411,7 +389,7 @@ impl<P: Processes> Actor<P> {
                 if after == State::Running {
                     self.health.became_ready();
                 }
-                self.transitioned(before, after, signalled, &mut rest).await;
+                self.transitioned(before, after, signalled).await;
             } else if after == State::Running && was_ready != self.machine.ready() {
                 // Readiness changed without a state change: say so.
                 let message = if self.machine.ready() {
@@ -432,11 +410,6 @@ impl<P: Processes> Actor<P> {
                     self.machine.pid(),
                     message,
                 );
-            }
-            // Not left for lack of a transition (a stop signal always
-            // comes with one).
-            if let Some((main, sig)) = rest {
-                self.procs.signal_all(Some(main), sig);
             }
             for effect in effects {
                 match effect {
@@ -542,16 +515,7 @@ impl<P: Processes> Actor<P> {
     /// Tells everyone about a state change: the event bus, the service's
     /// log, the orchestrator's log.
     /// `signalled`: the change sent the service a signal.
-    /// Tells of a transition: the note, then (after a stop signal to the
-    /// main process) the signal to the rest of its group `rest`, then the
-    /// event.
-    async fn transitioned(
-        &mut self,
-        from: State,
-        to: State,
-        signalled: bool,
-        rest: &mut Option<(u32, blackhole_core::signal::Signal)>,
-    ) {
+    async fn transitioned(&mut self, from: State, to: State, signalled: bool) {
         let name = self.spec.name.clone();
         let m = &self.machine;
         let message = match to {
@@ -592,27 +556,17 @@ impl<P: Processes> Actor<P> {
             }
             _ => tracing::info!(service = %name, "{from} -> {to}: {message}"),
         }
-        // The note goes into the ring, and into the writer's queue if it
-        // has room, before the yield, so that it precedes whatever the
-        // signal makes the service print; waiting for room comes after
-        // the rest of the group is signalled: a stop must not wait for
-        // the disk.
-        let pending = (to != State::Starting)
-            .then(|| self.log.note_now(pid, &message))
-            .flatten();
+        if to != State::Starting {
+            self.log.note(pid, &message).await;
+        }
         if signalled {
             // The rest of the telling waits until the other services
             // being stopped have had their signals too: a stop of many
             // signals them all back to back, where signalling each after
             // the previous one's telling left the last waiting several
-            // milliseconds.
+            // milliseconds. The lines stay before the yield, so that they
+            // precede whatever the signal makes the service print.
             tokio::task::yield_now().await;
-        }
-        if let Some((main, sig)) = rest.take() {
-            self.procs.signal_all(Some(main), sig);
-        }
-        if let Some(note) = pending {
-            self.log.note_wait(note).await;
         }
         self.events.state(&name, from, to, pid, message);
     }

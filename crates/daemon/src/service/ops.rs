@@ -70,15 +70,8 @@ pub trait Processes: Send + 'static {
     fn context(&self) -> Option<Arc<OsContext>> {
         None
     }
-    /// Signals the main process `pid` alone, where [`Processes::signal_all`]
-    /// can then reach the rest without it (with cgroups: without, the
-    /// process group it leads would get the signal twice); false: nothing
-    /// was sent. Called only while its exit is unreported, so the pid is
-    /// still its own.
-    fn signal_main(&mut self, pid: u32, sig: Signal) -> bool;
-    /// Signals every process of the service but `signalled` (its main
-    /// process, signalled just before with [`Processes::signal_main`]).
-    fn signal_all(&mut self, signalled: Option<u32>, sig: Signal);
+    /// Signals every process of the service.
+    fn signal_all(&mut self, sig: Signal);
     /// SIGKILLs every process of the service.
     fn kill_all(&mut self);
     /// No process of the service remains.
@@ -530,13 +523,8 @@ impl Processes for OsProcesses {
         })
     }
 
-    fn signal_main(&mut self, pid: u32, sig: Signal) -> bool {
-        self.group.signal_main(pid, sig.number())
-    }
-
-    fn signal_all(&mut self, signalled: Option<u32>, sig: Signal) {
-        let except = signalled.and_then(|p| i32::try_from(p).ok());
-        self.group.signal_all(sig.number(), except);
+    fn signal_all(&mut self, sig: Signal) {
+        self.group.signal_all(sig.number());
     }
 
     fn kill_all(&mut self) {

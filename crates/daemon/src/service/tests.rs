@@ -24,13 +24,7 @@ struct World {
     next_pid: u32,
     launches: Vec<Instant>,
     exits: HashMap<u32, oneshot::Sender<ExitStatus>>,
-    /// Each signal as the service's processes got it: a stop's signal to
-    /// the main process and then to the rest of the group count as one.
     signals: Vec<Signal>,
-    /// The signalling calls, in order.
-    calls: Vec<String>,
-    /// The same, in a journal shared with other fakes.
-    journal: Option<Arc<Mutex<Vec<String>>>>,
     ignore_term: bool,
     fail_launch: Option<String>,
     /// A process of the service other than the main one (a daemonized
@@ -43,13 +37,6 @@ struct World {
 }
 
 impl World {
-    fn call(&mut self, what: String) {
-        if let Some(j) = &self.journal {
-            j.lock().unwrap().push(what.clone());
-        }
-        self.calls.push(what);
-    }
-
     fn end(&mut self, pid: u32, status: ExitStatus) {
         if let Some(tx) = self.exits.remove(&pid) {
             let _ = tx.send(status);
@@ -105,43 +92,15 @@ impl Processes for Fake {
             })
         })
     }
-    fn signal_main(&mut self, pid: u32, sig: Signal) -> bool {
+    fn signal_all(&mut self, sig: Signal) {
         let mut w = self.world();
-        // As the reaper: only a process whose exit was not taken yet.
-        if !w.exits.contains_key(&pid) {
-            return false;
-        }
         w.signals.push(sig);
-        w.call(format!("main {pid} {sig}"));
         if let Some(probe) = &w.on_signal {
             probe();
         }
         if !(w.ignore_term && sig == Signal::TERM) {
-            w.end(
-                pid,
-                ExitStatus::Signal {
-                    signal: sig,
-                    core_dumped: false,
-                },
-            );
-        }
-        true
-    }
-    fn signal_all(&mut self, signalled: Option<u32>, sig: Signal) {
-        let mut w = self.world();
-        match signalled {
-            Some(main) => w.call(format!("all but {main} {sig}")),
-            None => {
-                w.signals.push(sig);
-                w.call(format!("all {sig}"));
-                if let Some(probe) = &w.on_signal {
-                    probe();
-                }
-            }
-        }
-        if !(w.ignore_term && sig == Signal::TERM) {
             let pids: Vec<u32> = w.exits.keys().copied().collect();
-            for pid in pids.into_iter().filter(|p| Some(*p) != signalled) {
+            for pid in pids {
                 w.end(
                     pid,
                     ExitStatus::Signal {
@@ -449,17 +408,14 @@ async fn a_stalled_log_writer_does_not_hold_up_a_stop() {
 
 /// Services stopped together are all signalled before any of them tells
 /// of it (an event published), so that the last is not kept waiting for
-/// the others' telling; and every main process is signalled before the
-/// rest of any group is looked for.
+/// the others' telling.
 #[tokio::test(start_paused = true)]
 async fn services_stopped_together_are_all_signalled_before_the_telling() {
     let bus = EventBus::default();
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let journal = Arc::new(Mutex::new(Vec::new()));
     let rigs: Vec<Rig> = (0..3)
         .map(|_| {
             let fake = Fake::default();
-            fake.world().journal = Some(journal.clone());
             let (probe_bus, probe_seen) = (bus.clone(), seen.clone());
             fake.world().on_signal = Some(Arc::new(move || {
                 probe_seen.lock().unwrap().push(probe_bus.published());
@@ -492,13 +448,6 @@ async fn services_stopped_together_are_all_signalled_before_the_telling() {
         *seen.lock().unwrap(),
         [before; 3],
         "events published before the last signal"
-    );
-    let journal = journal.lock().unwrap().clone();
-    let kinds: Vec<&str> = journal.iter().map(|c| &c[..4]).collect();
-    assert_eq!(
-        kinds,
-        ["main", "main", "main", "all ", "all ", "all "],
-        "{journal:?}"
     );
     assert!(bus.published() > before);
 }
@@ -597,11 +546,6 @@ async fn a_stop_that_ends_with_the_main_process_watches_nothing() {
     let s = done(rig.send(|r| Command::Stop(Some(r))).await);
     assert_eq!(s.state, State::Stopped);
     assert_eq!(fake.world().signals, [Signal::TERM]);
-    // The main process by its pid, then the rest of the group without it.
-    assert_eq!(
-        fake.world().calls,
-        ["main 1001 SIGTERM", "all but 1001 SIGTERM"]
-    );
     assert_eq!(fake.world().watches, 0);
 }
 

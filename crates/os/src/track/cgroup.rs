@@ -94,23 +94,6 @@ impl ServiceCgroup {
         &self.path
     }
 
-    /// The folder was opened (for a clone into it) and has not been
-    /// removed since: its files are still found through the kept
-    /// descriptor (a look-up, no open; a removed cgroup keeps its link
-    /// count).
-    pub fn still_there(&self) -> bool {
-        self.dir.get().is_some_and(|dir| {
-            self.procs.get().is_some()
-                && nix::unistd::faccessat(
-                    dir,
-                    "cgroup.procs",
-                    nix::unistd::AccessFlags::F_OK,
-                    nix::fcntl::AtFlags::empty(),
-                )
-                .is_ok()
-        })
-    }
-
     /// `cgroup.procs` for the child to write `0` into, from a descriptor
     /// opened for reading too and kept for the member list (v2 only): the
     /// stop signal then needs no open and no close. Those were a quarter
@@ -224,11 +207,27 @@ impl ServiceCgroup {
         self.path.join("cgroup.events")
     }
 
-    /// Sends `sig` to every member but `except`; returns how many were
-    /// signalled.
-    pub fn signal_all(&self, sig: i32, except: Option<i32>) -> usize {
+    /// The folder was opened (for a clone into it) and has not been
+    /// removed since: its files are still found through the kept
+    /// descriptor (a look-up, no open; a removed cgroup keeps its link
+    /// count).
+    pub fn still_there(&self) -> bool {
+        self.dir.get().is_some_and(|dir| {
+            self.procs.get().is_some()
+                && nix::unistd::faccessat(
+                    dir,
+                    "cgroup.procs",
+                    nix::unistd::AccessFlags::F_OK,
+                    nix::fcntl::AtFlags::empty(),
+                )
+                .is_ok()
+        })
+    }
+
+    /// Sends `sig` to every member; returns how many were signalled.
+    pub fn signal_all(&self, sig: i32) -> usize {
         let mut sent = 0;
-        for pid in self.pids().into_iter().filter(|p| Some(*p) != except) {
+        for pid in self.pids() {
             // SAFETY: kill has no memory preconditions.
             if unsafe { libc::kill(pid, sig) } == 0 {
                 sent += 1;
@@ -259,7 +258,7 @@ impl ServiceCgroup {
             {
                 std::thread::yield_now();
             }
-            self.signal_all(libc::SIGKILL, None);
+            self.signal_all(libc::SIGKILL);
             fs::write(&freezer, "THAWED")?;
         }
         let deadline = Instant::now() + Duration::from_secs(5);

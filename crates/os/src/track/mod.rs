@@ -240,27 +240,10 @@ impl Group {
         }
     }
 
-    /// Sends `sig` to the main process `pid` alone, when the rest can then
-    /// be reached without it ([`Group::signal_all`] with `except`): with a
-    /// cgroup. Without one, the process group the main process leads is
-    /// signalled whole, which would reach it twice; false: nothing sent.
-    /// The caller vouches that `pid` is still the main process's (its exit
-    /// not yet reported).
-    pub fn signal_main(&self, pid: u32, sig: i32) -> bool {
-        let Ok(pid) = i32::try_from(pid) else {
-            return false;
-        };
-        // SAFETY: kill has no memory preconditions; the pid is positive.
-        self.cgroup.is_some() && pid > 0 && unsafe { libc::kill(pid, sig) } == 0
-    }
-
-    /// Sends `sig` to every process of the service but `except` (its
-    /// main process, signalled on its own just before); returns how many
-    /// were signalled.
-    pub fn signal_all(&mut self, sig: i32, except: Option<i32>) -> usize {
+    pub fn signal_all(&mut self, sig: i32) -> usize {
         match &self.cgroup {
-            Some(cg) => cg.signal_all(sig, except),
-            None => self.tree.signal_all(sig, except),
+            Some(cg) => cg.signal_all(sig),
+            None => self.tree.signal_all(sig),
         }
     }
 
@@ -270,11 +253,11 @@ impl Group {
                 self.killed = true;
                 if let Err(e) = cg.kill_all() {
                     tracing::warn!("cannot kill cgroup {}: {e}", cg.path().display());
-                    cg.signal_all(libc::SIGKILL, None);
+                    cg.signal_all(libc::SIGKILL);
                 }
             }
             None => {
-                self.tree.signal_all(libc::SIGKILL, None);
+                self.tree.signal_all(libc::SIGKILL);
             }
         }
     }

@@ -144,13 +144,17 @@ impl TreeGroup {
             .collect()
     }
 
-    /// Sends `sig` to every member but `except`; returns how many were
-    /// signalled. The leader's process group first, in one call (it
-    /// catches what forks right now); then, listed after it, the members
-    /// outside that group. One still in it got the signal already: sent
-    /// again once the first was taken, it would count twice, and a second
-    /// SIGTERM or SIGINT means "quit now" to many programs.
-    pub fn signal_all(&mut self, sig: i32, except: Option<i32>) -> usize {
+    /// Sends `sig` to every member; returns how many were signalled. The
+    /// members are listed first, while the leader lives:
+    /// a member that left the session (a `setsid` child) is found through
+    /// the process it was forked by, and once that process is gone only
+    /// if it was seen before. Then the leader's process group in one call
+    /// (it catches what forks right now), then the members not in that
+    /// group at that point: one still in it got the signal already, and
+    /// sent again once the first was taken it would count twice (a second
+    /// SIGTERM or SIGINT means "quit now" to many programs).
+    pub fn signal_all(&mut self, sig: i32) -> usize {
+        let members = self.members();
         let mut sent = 0;
         if let Some(leader) = self.leader {
             // SAFETY: kill with a negative pid signals a process group.
@@ -158,12 +162,12 @@ impl TreeGroup {
                 sent += 1;
             }
         }
-        for pid in self.members() {
+        for pid in members {
             let in_group = || {
                 self.leader
                     .is_some_and(|l| live(pid).is_some_and(|s| s.pgrp == l))
             };
-            if Some(pid) == except || in_group() {
+            if in_group() {
                 continue;
             }
             // SAFETY: kill has no memory preconditions.
@@ -209,7 +213,7 @@ mod tests {
     struct Held(TreeGroup);
     impl Drop for Held {
         fn drop(&mut self) {
-            self.0.signal_all(libc::SIGKILL, None);
+            self.0.signal_all(libc::SIGKILL);
         }
     }
 
@@ -282,7 +286,7 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(10));
         };
-        held.0.signal_all(libc::SIGKILL, None);
+        held.0.signal_all(libc::SIGKILL);
         let deadline = Instant::now() + Duration::from_secs(10);
         while procfs::is_alive(inner as u32) {
             assert!(Instant::now() < deadline, "the member survived SIGKILL");
@@ -336,7 +340,7 @@ mod tests {
         by_snapshot.sort_unstable();
         assert_eq!(members, by_snapshot);
 
-        held.0.signal_all(libc::SIGKILL, None);
+        held.0.signal_all(libc::SIGKILL);
         assert!(matches!(
             reaper.wait_blocking(rx),
             crate::ExitStatus::Signal { .. }
