@@ -423,6 +423,36 @@ mod tests {
         assert_eq!(g.oom_kills(), 2);
     }
 
+    /// Tracking on the machine's cgroup v2 hierarchy in a folder of this
+    /// test's own, its base folder, and a guard that kills what is left in
+    /// its `svc` cgroup should an assertion fail; `None` (said) when there
+    /// is no writable v2 hierarchy.
+    fn v2_tracking(test: &str) -> Option<(Tracking, PathBuf, KillOnDrop)> {
+        let Some(v2) = Mounts::detect().v2 else {
+            eprintln!("skipped: no cgroup v2 hierarchy");
+            return None;
+        };
+        let mounts = Mounts {
+            v2: Some(v2),
+            ..Mounts::default()
+        };
+        let rel = PathBuf::from(format!("blackhole/test-{test}-{}", std::process::id()));
+        let tracking = Tracking::from_layout(Layout::build(&mounts, &rel, true));
+        let Some(base) = tracking.base().map(Path::to_path_buf) else {
+            eprintln!("skipped: cgroup v2 not writable");
+            return None;
+        };
+        let guard = KillOnDrop(base.join("svc"));
+        Some((tracking, base, guard))
+    }
+
+    struct KillOnDrop(PathBuf);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = std::fs::write(self.0.join("cgroup.kill"), "1");
+        }
+    }
+
     /// On the machine's cgroup v2 hierarchy: a first child cloned into a
     /// fresh cgroup, then a second one (a new group for the same service,
     /// so the busy folder cannot be replaced) that moves itself in by
@@ -431,28 +461,9 @@ mod tests {
     /// empty once they are killed.
     #[test]
     fn members_are_read_through_the_descriptor_the_child_entered_by() {
-        let Some(v2) = Mounts::detect().v2 else {
-            eprintln!("skipped: no cgroup v2 hierarchy");
+        let Some((tracking, base, _guard)) = v2_tracking("track") else {
             return;
         };
-        let mounts = Mounts {
-            v2: Some(v2),
-            ..Mounts::default()
-        };
-        let rel = PathBuf::from(format!("blackhole/test-track-{}", std::process::id()));
-        let tracking = Tracking::from_layout(Layout::build(&mounts, &rel, true));
-        let Some(base) = tracking.base().map(Path::to_path_buf) else {
-            eprintln!("skipped: cgroup v2 not writable");
-            return;
-        };
-        // Should an assertion fail, nothing is left sleeping in there.
-        struct KillOnDrop(PathBuf);
-        impl Drop for KillOnDrop {
-            fn drop(&mut self) {
-                let _ = std::fs::write(self.0.join("cgroup.kill"), "1");
-            }
-        }
-        let _guard = KillOnDrop(base.join("svc"));
         let reaper = crate::spawner::Reaper::global();
         let sleeper = || SpawnPlan::new(c"/bin/sleep".into(), vec![c"sleep".into(), c"60".into()]);
         let spawn = |g: &mut Group| {
@@ -494,27 +505,9 @@ mod tests {
     #[test]
     fn a_restart_reuses_the_folder_unless_it_was_removed() {
         use std::os::unix::fs::MetadataExt;
-        let Some(v2) = Mounts::detect().v2 else {
-            eprintln!("skipped: no cgroup v2 hierarchy");
+        let Some((tracking, base, _guard)) = v2_tracking("reuse") else {
             return;
         };
-        let mounts = Mounts {
-            v2: Some(v2),
-            ..Mounts::default()
-        };
-        let rel = PathBuf::from(format!("blackhole/test-reuse-{}", std::process::id()));
-        let tracking = Tracking::from_layout(Layout::build(&mounts, &rel, true));
-        let Some(base) = tracking.base().map(Path::to_path_buf) else {
-            eprintln!("skipped: cgroup v2 not writable");
-            return;
-        };
-        struct KillOnDrop(PathBuf);
-        impl Drop for KillOnDrop {
-            fn drop(&mut self) {
-                let _ = std::fs::write(self.0.join("cgroup.kill"), "1");
-            }
-        }
-        let _guard = KillOnDrop(base.join("svc"));
         let reaper = crate::spawner::Reaper::global();
         let mut group = tracking.group("svc");
         // Runs `true` in the group; the folder's inode once it has exited.
