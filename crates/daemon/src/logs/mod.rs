@@ -235,7 +235,7 @@ impl ServiceLog {
     /// [`ServiceLog::note`] without waiting: into the ring and to
     /// followers now, and to the writer if its queue has room; otherwise
     /// the note is handed back for [`ServiceLog::note_wait`].
-    pub fn note_now(&self, pid: Option<u32>, text: &str) -> Option<PendingNote> {
+    fn note_now(&self, pid: Option<u32>, text: &str) -> Option<PendingNote> {
         let time = SystemTime::now();
         let mut out = file_prefix(time, Stream::Note, pid).into_bytes();
         out.extend_from_slice(text.as_bytes());
@@ -268,7 +268,7 @@ impl ServiceLog {
 
     /// Queues a note that found the writer's queue full, waiting for room
     /// for at most [`NOTE_WAIT`].
-    pub async fn note_wait(&self, note: PendingNote) {
+    async fn note_wait(&self, note: PendingNote) {
         if tokio::time::timeout(NOTE_WAIT, self.writer.send(note.0))
             .await
             .is_err()
@@ -306,7 +306,7 @@ impl ServiceLog {
 }
 
 /// A note in the ring that waits for room in the writer's queue.
-pub struct PendingNote(writer::Batch);
+struct PendingNote(writer::Batch);
 
 /// Lines of one read, being distributed. Holds the ring's lock: push
 /// synchronously, then finish.
