@@ -248,10 +248,10 @@ fn setsid_child_dies_with_its_service_tracked_by_process_tree() {
     setsid_child_dies_with_its_service("off");
 }
 
-/// A stop signals each process of the service once: the main process
-/// first on its own, the rest of its group after (with cgroups), or the
-/// process group and then only the members outside it (without). A
-/// second SIGTERM or SIGINT means "quit now" to many programs.
+/// A stop signals each process of the service once: every member of its
+/// cgroup (with cgroups), or the process group and then only the members
+/// outside it (without). A second SIGTERM or SIGINT means "quit now" to
+/// many programs.
 fn each_process_gets_one_stop_signal(cgroups: &str) {
     let mut s = Stack::new();
     s.write_config(&format!(

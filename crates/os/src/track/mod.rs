@@ -112,15 +112,6 @@ impl Group {
     pub fn prepare(&mut self, plan: &mut SpawnPlan, limits: &Limits) -> io::Result<()> {
         match &self.tracking {
             Some(Place::V2(base)) => {
-                // Once `cgroup.kill` has been written, Linux (6.18 on
-                // this machine) SIGKILLs every child later created in
-                // that cgroup by CLONE_INTO_CGROUP, at birth; a process
-                // that moves itself in by writing `cgroup.procs` is
-                // spared. So a cgroup this group killed, or one it did not
-                // make (left by an earlier run, whose leftovers were
-                // killed at start-up), is replaced by a fresh one. Removal
-                // fails while processes remain, so nothing is lost; then
-                // the child moves itself in instead.
                 // The folder of the run before, not killed and still
                 // there: its kept descriptors serve the next child as they
                 // are. Making it again cost every restart a `mkdir`, a
@@ -134,6 +125,15 @@ impl Group {
                     plan.cgroup_dir_procs = Some(cg.procs_kept_for_child()?);
                     return self.prepare_limits(plan, limits);
                 }
+                // Once `cgroup.kill` has been written, Linux (6.18 on
+                // this machine) SIGKILLs every child later created in
+                // that cgroup by CLONE_INTO_CGROUP, at birth; a process
+                // that moves itself in by writing `cgroup.procs` is
+                // spared. So a cgroup this group killed, or one it did not
+                // make (left by an earlier run, whose leftovers were
+                // killed at start-up), is replaced by a fresh one. Removal
+                // fails while processes remain, so nothing is lost; then
+                // the child moves itself in instead.
                 let path = base.join(&self.service);
                 let mut fresh = true;
                 if self.killed || self.cgroup.is_none() {

@@ -145,10 +145,10 @@ impl TreeGroup {
     }
 
     /// Sends `sig` to every member; returns how many were signalled. The
-    /// members are listed first, while the leader lives:
-    /// a member that left the session (a `setsid` child) is found through
-    /// the process it was forked by, and once that process is gone only
-    /// if it was seen before. Then the leader's process group in one call
+    /// members are listed first, while the leader lives: a member that
+    /// left the session (a `setsid` child) is found through the process it
+    /// was forked by, and once that process is gone only if it was seen
+    /// before. Then the leader's process group in one call
     /// (it catches what forks right now), then the members not in that
     /// group at that point: one still in it got the signal already, and
     /// sent again once the first was taken it would count twice (a second
@@ -163,11 +163,11 @@ impl TreeGroup {
             }
         }
         for pid in members {
-            let in_group = || {
-                self.leader
-                    .is_some_and(|l| live(pid).is_some_and(|s| s.pgrp == l))
-            };
-            if in_group() {
+            // Looked at after the group's signal (a stat read each).
+            let in_group = self
+                .leader
+                .is_some_and(|l| live(pid).is_some_and(|s| s.pgrp == l));
+            if in_group {
                 continue;
             }
             // SAFETY: kill has no memory preconditions.
