@@ -108,6 +108,24 @@ fn batch(c: &mut Criterion) {
         })
     });
 
+    // What the pump does with one read of a flood: valid UTF-8 as a whole,
+    // no follower, echo or watch, so each line is copied verbatim behind
+    // its prefix. Reads of a grown pipe are up to 256 KiB.
+    for size in [READ, 4 * READ] {
+        let read: Vec<u8> = read_of(&padded(b"")).repeat(size / READ);
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_function(format!("pump_read/{}KiB_100B_lines", size / 1024), |b| {
+            let mut decoder = LineDecoder::default();
+            b.iter(|| {
+                written!(
+                    pool,
+                    log.take_read(Stream::Stdout, 4242, &mut decoder, black_box(&read))
+                )
+            })
+        });
+    }
+    group.throughput(Throughput::Bytes(READ as u64));
+
     // What the pump does with one read that is not valid UTF-8 as a whole:
     // the whole-read check fails, the decoder splits it and every line is
     // checked on its own. It carries the cut-off line from one read to the
@@ -116,10 +134,11 @@ fn batch(c: &mut Criterion) {
     group.bench_function("pump_read/64KiB_100B_lines_latin1", |b| {
         let mut decoder = LineDecoder::default();
         b.iter(|| {
-            let mut batch = log.batch(Stream::Stdout, 4242, READ);
             assert!(std::str::from_utf8(black_box(&read)).is_err());
-            decoder.feed(&read, &mut |line| batch.push(line));
-            written!(pool, batch.finish())
+            written!(
+                pool,
+                log.take_read(Stream::Stdout, 4242, &mut decoder, black_box(&read))
+            )
         })
     });
     group.finish();

@@ -225,6 +225,29 @@ impl ServiceLog {
         }
     }
 
+    /// The lines of one read of a service's pipe, into the ring and to
+    /// followers; the file batches to queue come back. `decoder` carries
+    /// an unfinished line from one read to the next.
+    pub fn take_read(
+        &self,
+        stream: Stream,
+        pid: u32,
+        decoder: &mut LineDecoder,
+        read: &[u8],
+    ) -> Vec<writer::Batch> {
+        let mut batch = self.batch(stream, pid, read.len());
+        let text = std::str::from_utf8(read).ok();
+        let verbatim = text.is_some() && batch.is_plain();
+        decoder.feed_lines(read, &mut |line| match line {
+            Line::Verbatim(line) if verbatim => batch.push_verbatim(line),
+            other => match within(text, read, other.text()) {
+                Some(line) => batch.push_str(line),
+                None => batch.push(other.text()),
+            },
+        });
+        batch.finish()
+    }
+
     /// The orchestrator's note about the service, into the same places.
     pub async fn note(&self, pid: Option<u32>, text: &str) {
         if let Some(pending) = self.note_now(pid, text) {
@@ -481,5 +504,40 @@ fn echo_line(service: &str, stream: Stream, pid: u32, text: &str) {
             tracing::warn!(target: "service", service, stream = stream.as_str(), pid, "{text}")
         }
         _ => tracing::info!(target: "service", service, stream = stream.as_str(), pid, "{text}"),
+    }
+}
+
+/// `line` as text, when it is a slice of `read` (not assembled from an
+/// earlier read's tail) and `read` is valid UTF-8 as a whole (`text`): a
+/// slice of valid text between character boundaries is valid text. A
+/// line cut at the length limit may end or begin inside a character; it
+/// is then not at a boundary, and checked on its own.
+fn within<'a>(text: Option<&'a str>, read: &[u8], line: &[u8]) -> Option<&'a str> {
+    let text = text?;
+    let start = (line.as_ptr() as usize).checked_sub(read.as_ptr() as usize)?;
+    text.get(start..start.checked_add(line.len())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::within;
+
+    #[test]
+    fn only_slices_of_a_valid_read_at_character_boundaries_skip_the_check() {
+        let read = "ab\u{e9}c\n".as_bytes(); // 'é' is two bytes, at 2..4
+        let text = std::str::from_utf8(read).ok();
+        assert_eq!(within(text, read, &read[0..5]), Some("ab\u{e9}c"));
+        // Cut inside 'é': not a boundary, so no shortcut.
+        assert_eq!(within(text, read, &read[0..3]), None);
+        assert_eq!(within(text, read, &read[3..5]), None);
+        // Not part of the read (an earlier read's tail joined to it).
+        let other = b"ab".to_vec();
+        assert_eq!(within(text, read, &other), None);
+        // The read is not valid text as a whole: every line is checked.
+        let bad: Vec<u8> = [b"ok\n".as_slice(), &[0xff], b"\n"].concat();
+        assert_eq!(
+            within(std::str::from_utf8(&bad).ok(), &bad, &bad[0..2]),
+            None
+        );
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::io::unix::AsyncFd;
 
-use super::decoder::{Line, LineDecoder};
+use super::decoder::LineDecoder;
 use super::{ServiceLog, Stream};
 
 const READ_SIZE: usize = 256 * 1024;
@@ -111,18 +111,12 @@ async fn drain(log: &ServiceLog, pid: u32, source: &mut Source) -> bool {
                             nix::fcntl::FcntlArg::F_SETPIPE_SZ(FLOOD_PIPE),
                         );
                     }
-                    let mut batch = log.batch(source.stream, pid, n);
-                    let read = &buf[..n];
-                    let text = std::str::from_utf8(read).ok();
-                    let verbatim = text.is_some() && batch.is_plain();
-                    source.decoder.feed_lines(read, &mut |line| match line {
-                        Line::Verbatim(line) if verbatim => batch.push_verbatim(line),
-                        other => match within(text, read, other.text()) {
-                            Some(line) => batch.push_str(line),
-                            None => batch.push(other.text()),
-                        },
-                    });
-                    Ok(Some(batch.finish()))
+                    Ok(Some(log.take_read(
+                        source.stream,
+                        pid,
+                        &mut source.decoder,
+                        &buf[..n],
+                    )))
                 }
                 Err(nix::errno::Errno::EINTR) => Ok(Some(Vec::new())),
                 Err(e) => Err(std::io::Error::from(e)),
@@ -149,39 +143,4 @@ async fn drain(log: &ServiceLog, pid: u32, source: &mut Source) -> bool {
         }
     }
     true
-}
-
-/// `line` as text, when it is a slice of `read` (not assembled from an
-/// earlier read's tail) and `read` is valid UTF-8 as a whole (`text`): a
-/// slice of valid text between character boundaries is valid text. A
-/// line cut at the length limit may end or begin inside a character; it
-/// is then not at a boundary, and checked on its own.
-fn within<'a>(text: Option<&'a str>, read: &[u8], line: &[u8]) -> Option<&'a str> {
-    let text = text?;
-    let start = (line.as_ptr() as usize).checked_sub(read.as_ptr() as usize)?;
-    text.get(start..start.checked_add(line.len())?)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::within;
-
-    #[test]
-    fn only_slices_of_a_valid_read_at_character_boundaries_skip_the_check() {
-        let read = "ab\u{e9}c\n".as_bytes(); // 'é' is two bytes, at 2..4
-        let text = std::str::from_utf8(read).ok();
-        assert_eq!(within(text, read, &read[0..5]), Some("ab\u{e9}c"));
-        // Cut inside 'é': not a boundary, so no shortcut.
-        assert_eq!(within(text, read, &read[0..3]), None);
-        assert_eq!(within(text, read, &read[3..5]), None);
-        // Not part of the read (an earlier read's tail joined to it).
-        let other = b"ab".to_vec();
-        assert_eq!(within(text, read, &other), None);
-        // The read is not valid text as a whole: every line is checked.
-        let bad: Vec<u8> = [b"ok\n".as_slice(), &[0xff], b"\n"].concat();
-        assert_eq!(
-            within(std::str::from_utf8(&bad).ok(), &bad, &bad[0..2]),
-            None
-        );
-    }
 }
