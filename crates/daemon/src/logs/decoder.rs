@@ -9,25 +9,66 @@
 /// Lines longer than this are split.
 pub const MAX_LINE: usize = 16 * 1024;
 
-/// A complete line, as [`LineDecoder::feed_lines`] hands it out.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Line<'a> {
-    /// A slice of the bytes fed, newline included: not longer than the
-    /// maximum, not ended by `\r\n`.
-    Verbatim(&'a [u8]),
-    /// Any other line, without its line ending: one that was cut at the
-    /// maximum, joined from two feeds, or ended by `\r\n`.
-    Text(&'a [u8]),
+/// Where [`LineDecoder::feed_into`] hands the lines it finds.
+pub trait LineSink {
+    /// Whole lines as they were fed, each with its newline. The sink may
+    /// take lines from the start that are verbatim (see
+    /// [`copy_verbatim`]) and returns how many bytes it took; the
+    /// decoder hands what is left to [`LineSink::line`], one line at a
+    /// time, and the run after that line back here. Taking none is
+    /// always correct.
+    fn run(&mut self, run: &[u8], max: usize) -> usize {
+        let _ = (run, max);
+        0
+    }
+
+    /// Any other complete line, without its line ending: one cut at the
+    /// maximum, joined from two feeds, ended by `\r\n`, or not taken
+    /// from a run.
+    fn line(&mut self, line: &[u8]);
 }
 
-impl<'a> Line<'a> {
-    /// The line without its line ending.
-    pub fn text(self) -> &'a [u8] {
-        match self {
-            Line::Verbatim(l) => &l[..l.len() - 1],
-            Line::Text(l) => l,
+/// A closure as a sink that takes no runs.
+struct EachLine<F>(F);
+
+impl<F: FnMut(&[u8])> LineSink for EachLine<F> {
+    fn line(&mut self, line: &[u8]) {
+        (self.0)(line)
+    }
+}
+
+/// Copies whole lines from the start of `run` into `out`, each after
+/// `prefix`, as long as they are verbatim: at most `max` bytes before the
+/// newline and not ended by `\r\n`. Stops after the line that brings
+/// `out` to `limit` bytes or more. Returns the bytes of `run` taken and
+/// the lines copied.
+///
+/// The flood path: a newline search and two copies per line, nothing
+/// else. Counting, numbering and the batch's limit are settled once per
+/// call rather than per line, which with a callback per line was as much
+/// again as the search and the copies.
+pub fn copy_verbatim(
+    run: &[u8],
+    max: usize,
+    prefix: &[u8],
+    out: &mut Vec<u8>,
+    limit: usize,
+) -> (usize, u64) {
+    let mut start = 0;
+    let mut lines = 0;
+    for nl in memchr::memchr_iter(b'\n', run) {
+        if nl - start > max || (nl > start && run[nl - 1] == b'\r') {
+            break;
+        }
+        out.extend_from_slice(prefix);
+        out.extend_from_slice(&run[start..=nl]);
+        lines += 1;
+        start = nl + 1;
+        if out.len() >= limit {
+            break;
         }
     }
+    (start, lines)
 }
 
 #[derive(Debug)]
@@ -55,12 +96,12 @@ impl LineDecoder {
     /// Feeds bytes; calls `emit` for every complete line (without its
     /// newline, and without a trailing `\r`).
     pub fn feed(&mut self, data: &[u8], emit: &mut impl FnMut(&[u8])) {
-        self.feed_lines(data, &mut |line| emit(line.text()));
+        self.feed_into(data, &mut EachLine(emit));
     }
 
-    /// [`LineDecoder::feed`], with the common case told apart so that the
-    /// caller can copy it in one piece: see [`Line`].
-    pub fn feed_lines(&mut self, mut data: &[u8], emit: &mut impl FnMut(Line<'_>)) {
+    /// [`LineDecoder::feed`], with the lines read whole handed to the
+    /// sink in runs, so that it can copy them in bulk.
+    pub fn feed_into(&mut self, mut data: &[u8], sink: &mut impl LineSink) {
         if !self.partial.is_empty() {
             match memchr::memchr(b'\n', data) {
                 Some(nl) => {
@@ -72,30 +113,31 @@ impl LineDecoder {
                     } else if body.is_empty() && self.partial.last() == Some(&b'\r') {
                         self.partial.pop();
                     }
-                    self.pend(body, &mut |l| emit(Line::Text(l)));
+                    self.pend(body, &mut |l| sink.line(l));
                     let line = std::mem::take(&mut self.partial);
-                    emit(Line::Text(&line));
+                    sink.line(&line);
                     self.partial = line;
                     self.partial.clear();
                     data = &data[nl + 1..];
                 }
                 None => {
-                    self.pend(data, &mut |l| emit(Line::Text(l)));
+                    self.pend(data, &mut |l| sink.line(l));
                     return;
                 }
             }
         }
-        let mut start = 0;
-        for nl in memchr::memchr_iter(b'\n', data) {
-            if nl - start <= self.max && (nl == start || data[nl - 1] != b'\r') {
-                emit(Line::Verbatim(&data[start..=nl]));
-            } else {
-                self.emit_split(&data[start..nl], &mut |l| emit(Line::Text(l)));
+        let whole = memchr::memrchr(b'\n', data).map_or(0, |nl| nl + 1);
+        let (mut run, tail) = data.split_at(whole);
+        while !run.is_empty() {
+            run = &run[sink.run(run, self.max)..];
+            // The run ends with a newline, so what is left holds one.
+            if let Some(nl) = memchr::memchr(b'\n', run) {
+                self.emit_split(&run[..nl], &mut |l| sink.line(l));
+                run = &run[nl + 1..];
             }
-            start = nl + 1;
         }
-        if start < data.len() {
-            self.pend(&data[start..], &mut |l| emit(Line::Text(l)));
+        if !tail.is_empty() {
+            self.pend(tail, &mut |l| sink.line(l));
         }
     }
 
@@ -251,18 +293,35 @@ mod tests {
         assert_eq!(got.concat(), text);
     }
 
-    #[test]
-    fn verbatim_lines_keep_their_newline_and_the_rest_come_as_feed_gives_them() {
-        let mut d = LineDecoder::new(5);
-        let mut got: Vec<(bool, Vec<u8>)> = Vec::new();
-        let chunks: [&[u8]; 2] = [b"ab\ncd\r\n\n123456\npa", b"rt\nok\n"];
-        for c in chunks {
-            d.feed_lines(c, &mut |l| match l {
-                Line::Verbatim(l) => got.push((true, l.to_vec())),
-                Line::Text(l) => got.push((false, l.to_vec())),
-            });
+    /// Takes every run it is offered through [`copy_verbatim`] with an
+    /// empty prefix, and records what it took and the other lines.
+    struct Recorder(Vec<(bool, Vec<u8>)>);
+
+    impl LineSink for Recorder {
+        fn run(&mut self, run: &[u8], max: usize) -> usize {
+            let mut out = Vec::new();
+            let (taken, lines) = copy_verbatim(run, max, b"", &mut out, usize::MAX);
+            assert_eq!(&out[..], &run[..taken]);
+            if lines > 0 {
+                self.0.push((true, out));
+            }
+            taken
         }
-        let want: [(bool, &[u8]); 7] = [
+
+        fn line(&mut self, line: &[u8]) {
+            self.0.push((false, line.to_vec()));
+        }
+    }
+
+    #[test]
+    fn runs_of_verbatim_lines_keep_their_newlines_and_the_rest_come_as_feed_gives_them() {
+        let mut d = LineDecoder::new(5);
+        let mut got = Recorder(Vec::new());
+        let chunks: [&[u8]; 3] = [b"ab\ncd\r\n\n123456\npa", b"rt\nok\n", b"x\ny\n\nz"];
+        for c in chunks {
+            d.feed_into(c, &mut got);
+        }
+        let want: [(bool, &[u8]); 8] = [
             (true, b"ab\n"),
             (false, b"cd"),
             (true, b"\n"),
@@ -272,21 +331,55 @@ mod tests {
             // Joined from two reads: a slice of neither.
             (false, b"part"),
             (true, b"ok\n"),
+            // Several verbatim lines in a row: one run; the tail waits.
+            (true, b"x\ny\n\n"),
         ];
         let want: Vec<(bool, Vec<u8>)> = want.iter().map(|(v, l)| (*v, l.to_vec())).collect();
-        assert_eq!(got, want);
-        // `feed` gives the same lines, each without its line ending.
+        assert_eq!(got.0, want);
+        // `feed` gives the same lines, each on its own without its newline.
         let bare: Vec<Vec<u8>> = want
             .iter()
-            .map(|(v, l)| {
+            .flat_map(|(v, l)| {
                 if *v {
-                    l[..l.len() - 1].to_vec()
+                    l.split_inclusive(|&b| b == b'\n')
+                        .map(|l| l[..l.len() - 1].to_vec())
+                        .collect()
                 } else {
-                    l.clone()
+                    vec![l.clone()]
                 }
             })
+            .chain([b"z".to_vec()])
             .collect();
         assert_eq!(lines(5, &chunks), bare);
+    }
+
+    #[test]
+    fn copy_verbatim_prefixes_each_line_and_stops_where_told() {
+        let run = b"one\ntwo\nthree\n";
+        let mut out = Vec::new();
+        assert_eq!(
+            copy_verbatim(run, 16, b"> ", &mut out, usize::MAX),
+            (run.len(), 3)
+        );
+        assert_eq!(out, b"> one\n> two\n> three\n");
+        // At the limit: after the line that reaches it.
+        out.clear();
+        assert_eq!(copy_verbatim(run, 16, b"> ", &mut out, 7), (8, 2));
+        assert_eq!(out, b"> one\n> two\n");
+        // Before a line longer than the maximum, and before a CRLF one.
+        out.clear();
+        assert_eq!(copy_verbatim(run, 4, b"", &mut out, usize::MAX), (8, 2));
+        out.clear();
+        assert_eq!(
+            copy_verbatim(b"a\nb\r\nc\n", 4, b"", &mut out, usize::MAX),
+            (2, 1)
+        );
+        // A line of exactly the maximum is verbatim; an empty one too.
+        out.clear();
+        assert_eq!(
+            copy_verbatim(b"abcd\n\n", 4, b"", &mut out, usize::MAX),
+            (6, 2)
+        );
     }
 
     /// What the decoder must give for a whole stream without `\r`,

@@ -23,7 +23,7 @@ use std::time::SystemTime;
 
 use tokio::sync::broadcast;
 
-pub use decoder::{Line, LineDecoder, MAX_LINE};
+pub use decoder::{LineDecoder, LineSink, MAX_LINE};
 pub use file::LogFile;
 pub use pump::pump;
 pub use ring::Ring;
@@ -235,17 +235,17 @@ impl ServiceLog {
         decoder: &mut LineDecoder,
         read: &[u8],
     ) -> Vec<writer::Batch> {
-        let mut batch = self.batch(stream, pid, read.len());
+        let batch = self.batch(stream, pid, read.len());
         let text = std::str::from_utf8(read).ok();
         let verbatim = text.is_some() && batch.is_plain();
-        decoder.feed_lines(read, &mut |line| match line {
-            Line::Verbatim(line) if verbatim => batch.push_verbatim(line),
-            other => match within(text, read, other.text()) {
-                Some(line) => batch.push_str(line),
-                None => batch.push(other.text()),
-            },
-        });
-        batch.finish()
+        let mut sink = ReadSink {
+            batch,
+            read,
+            text,
+            verbatim,
+        };
+        decoder.feed_into(read, &mut sink);
+        sink.batch.finish()
     }
 
     /// The orchestrator's note about the service, into the same places.
@@ -331,6 +331,34 @@ impl ServiceLog {
 /// A note in the ring that waits for room in the writer's queue.
 struct PendingNote(writer::Batch);
 
+/// One read's lines on their way into a [`LineBatch`].
+struct ReadSink<'r, 'l> {
+    batch: LineBatch<'l>,
+    read: &'r [u8],
+    /// The read, when it is valid UTF-8 as a whole.
+    text: Option<&'r str>,
+    /// The read is valid text and the batch plain: lines read whole go
+    /// into the file batch as they are.
+    verbatim: bool,
+}
+
+impl LineSink for ReadSink<'_, '_> {
+    fn run(&mut self, run: &[u8], max: usize) -> usize {
+        if self.verbatim {
+            self.batch.push_run(run, max)
+        } else {
+            0
+        }
+    }
+
+    fn line(&mut self, line: &[u8]) {
+        match within(self.text, self.read, line) {
+            Some(line) => self.batch.push_str(line),
+            None => self.batch.push(line),
+        }
+    }
+}
+
 /// Lines of one read, being distributed. Holds the ring's lock: push
 /// synchronously, then finish.
 pub struct LineBatch<'a> {
@@ -372,26 +400,44 @@ impl LineBatch<'_> {
     }
 
     /// Whether lines go only to the ring and the file (no echo, no
-    /// watch, no follower): then [`LineBatch::push_verbatim`] may be used.
+    /// watch, no follower): then [`LineBatch::push_run`] may be used.
     pub fn is_plain(&self) -> bool {
         !self.echo && !self.follow && self.watch.is_none()
     }
 
-    /// A line with its newline, copied as it is: a [`Line::Verbatim`] of
-    /// a read that is valid UTF-8 as a whole (so the line is valid text),
-    /// into a plain batch. The flood path: a prefix and one copy per line,
-    /// nothing else.
-    #[inline]
-    pub fn push_verbatim(&mut self, line: &[u8]) {
-        debug_assert!(self.is_plain() && line.ends_with(b"\n"));
-        self.begin_line();
-        self.out.extend_from_slice(self.prefix.as_bytes());
-        self.out.extend_from_slice(line);
-        self.lines += 1;
-        self.bytes += line.len() as u64;
-        if self.out.len() >= writer::BATCH_BYTES {
+    /// Whole lines with their newlines, of a read that is valid UTF-8 as
+    /// a whole (so each line is valid text), into a plain batch: those at
+    /// the start that are verbatim are copied as they are, after the
+    /// prefix. Returns the bytes taken; the caller pushes the next line
+    /// the general way.
+    pub fn push_run(&mut self, run: &[u8], max: usize) -> usize {
+        debug_assert!(self.is_plain() && run.ends_with(b"\n"));
+        let mut taken = 0;
+        while taken < run.len() {
+            if self.out.capacity() == 0 {
+                self.take_buffer();
+            }
+            let (took, lines) = decoder::copy_verbatim(
+                &run[taken..],
+                max,
+                self.prefix.as_bytes(),
+                &mut self.out,
+                writer::BATCH_BYTES,
+            );
+            let first = self.ring.take_seqs(lines);
+            if self.lines == 0 {
+                self.first_seq = first;
+            }
+            self.lines += lines;
+            self.bytes += took as u64;
+            taken += took;
+            if self.out.len() < writer::BATCH_BYTES {
+                // Stopped at a line that is not verbatim, or at the end.
+                break;
+            }
             self.cut();
         }
+        taken
     }
 
     /// Numbers the next line; the first one of a batch gets its buffer.

@@ -104,9 +104,14 @@ impl Ring {
     /// Numbers the next line; it must then be stored with [`Ring::store`]
     /// before the lock on the ring is given up.
     pub fn next_seq(&mut self) -> u64 {
-        let seq = self.next;
-        self.next += 1;
-        seq
+        self.take_seqs(1)
+    }
+
+    /// Numbers the next `n` lines; returns the first one's number.
+    pub fn take_seqs(&mut self, n: u64) -> u64 {
+        let first = self.next;
+        self.next += n;
+        first
     }
 
     /// Keeps formatted lines numbered from `first_seq`: shared when large,
