@@ -11,6 +11,13 @@
  *                                    DIR/w<i>.log verbatim (no timestamps)
  *                                    until every pipe is at EOF and every copy
  *                                    has exited.
+ *   baseline logstamp DIR N PROG ARG...
+ *                                    the same, but every line gets the prefix
+ *                                    blackhole writes (RFC 3339 time in
+ *                                    microseconds, once per read; stream;
+ *                                    pid), as a one-thread C copier would:
+ *                                    what the prefix itself costs. Lines
+ *                                    are not cut at any length.
  *   baseline touch MIB               not a supervisor: writes to MIB MiB of
  *                                    fresh memory and frees it (W4 runs it
  *                                    before each trial; see bench/README.md).
@@ -27,6 +34,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static void die(const char *what) {
@@ -97,14 +105,65 @@ static int spawn(int n, char **argv) {
     }
 }
 
-static int logcopy(const char *dir, int n, char **argv) {
+/* `2026-12-07T22:47:57.954721Z stdout PID ` for now: one per read. */
+static size_t stamp(char *out, pid_t pid) {
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    return (size_t)snprintf(out, 64, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ stdout %d ", tm.tm_year + 1900,
+                            tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000,
+                            (int)pid);
+}
+
+#define READ_MAX (1 << 16)
+#define LINE_MAX_CARRY (1 << 14)
+
+/* The lines of `buf`, each after the prefix, into `out`; an unfinished
+ * last line waits in `carry` (written out when it reaches LINE_MAX_CARRY). */
+static size_t stamp_lines(const char *buf, size_t got, pid_t pid, char *carry, size_t *carried, char *out) {
+    char prefix[64];
+    size_t plen = stamp(prefix, pid), o = 0;
+    const char *p = buf, *end = buf + got;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', end - p);
+        size_t take = (nl ? nl + 1 : end) - p;
+        if (!nl || *carried) {
+            size_t room = LINE_MAX_CARRY - *carried;
+            size_t part = take < room ? take : room;
+            memcpy(carry + *carried, p, part);
+            *carried += part;
+            if (!nl && *carried < LINE_MAX_CARRY)
+                return o;
+            memcpy(out + o, prefix, plen);
+            memcpy(out + o + plen, carry, *carried);
+            o += plen + *carried;
+            if (out[o - 1] != '\n')
+                out[o++] = '\n';
+            *carried = 0;
+            p += part;
+            continue;
+        }
+        memcpy(out + o, prefix, plen);
+        memcpy(out + o + plen, p, take);
+        o += plen + take;
+        p += take;
+    }
+    return o;
+}
+
+static int logcopy(const char *dir, int n, char **argv, int stamped) {
     sigset_t none;
     sigemptyset(&none);
     struct pollfd *fds = calloc(n, sizeof *fds);
     int *files = calloc(n, sizeof *files);
     pid_t *kids = calloc(n, sizeof *kids);
+    char **carry = calloc(n, sizeof *carry);
+    size_t *carried = calloc(n, sizeof *carried);
     char path[4096];
     for (int i = 0; i < n; i++) {
+        if (stamped && !(carry[i] = malloc(LINE_MAX_CARRY)))
+            die("malloc");
         int p[2];
         if (pipe2(p, O_CLOEXEC) < 0)
             die("pipe");
@@ -117,7 +176,9 @@ static int logcopy(const char *dir, int n, char **argv) {
         fds[i].fd = p[0];
         fds[i].events = POLLIN;
     }
-    static char buf[1 << 16];
+    static char buf[READ_MAX];
+    /* Each line of a read may gain a prefix (and a carried line its newline). */
+    static char out[READ_MAX * 66 + LINE_MAX_CARRY + 128];
     int open_pipes = n;
     while (open_pipes > 0) {
         if (poll(fds, n, -1) < 0) {
@@ -130,13 +191,27 @@ static int logcopy(const char *dir, int n, char **argv) {
                 continue;
             ssize_t got = read(fds[i].fd, buf, sizeof buf);
             if (got > 0) {
-                for (ssize_t off = 0; off < got;) {
-                    ssize_t w = write(files[i], buf + off, got - off);
+                const char *from = buf;
+                size_t len = (size_t)got;
+                if (stamped) {
+                    len = stamp_lines(buf, len, kids[i], carry[i], &carried[i], out);
+                    from = out;
+                }
+                for (size_t off = 0; off < len;) {
+                    ssize_t w = write(files[i], from + off, len - off);
                     if (w < 0)
                         die("write");
-                    off += w;
+                    off += (size_t)w;
                 }
             } else if (got == 0 || errno != EINTR) {
+                if (stamped && carried[i]) {
+                    /* The unfinished last line, ended. */
+                    char prefix[64];
+                    size_t plen = stamp(prefix, kids[i]);
+                    if (write(files[i], prefix, plen) < 0 || write(files[i], carry[i], carried[i]) < 0 ||
+                        write(files[i], "\n", 1) < 0)
+                        die("write");
+                }
                 close(fds[i].fd);
                 fds[i].fd = -1;
                 open_pipes--;
@@ -165,7 +240,9 @@ int main(int argc, char **argv) {
     if (argc >= 4 && strcmp(argv[1], "spawn") == 0)
         return spawn(atoi(argv[2]), argv + 3);
     if (argc >= 5 && strcmp(argv[1], "log") == 0)
-        return logcopy(argv[2], atoi(argv[3]), argv + 4);
-    fprintf(stderr, "usage: baseline spawn N PROG ARG... | baseline log DIR N PROG ARG... | baseline touch MIB\n");
+        return logcopy(argv[2], atoi(argv[3]), argv + 4, 0);
+    if (argc >= 5 && strcmp(argv[1], "logstamp") == 0)
+        return logcopy(argv[2], atoi(argv[3]), argv + 4, 1);
+    fprintf(stderr, "usage: baseline spawn N PROG ARG... | baseline log|logstamp DIR N PROG ARG... | baseline touch MIB\n");
     return 2;
 }

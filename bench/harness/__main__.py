@@ -152,6 +152,9 @@ def run_once(ctx, only, sizes):
         for writers, lines in cases:
             for cls in subj:
                 w4_logs.run(ctx, cls, writers, lines)
+                if cls is subjects.Baseline:
+                    # What the prefix alone costs, beside the plain copy.
+                    w4_logs.run(ctx, subjects.StampedBaseline, writers, lines)
     if only & {"W5", "W6"}:
         ctx.log("-- W6 control latency / W5 stop-all  (load average " + " ".join(loadavg()) + ")")
         for n in sizes:

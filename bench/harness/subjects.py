@@ -167,6 +167,19 @@ class Baseline(Subject):
         return [self.dir / "logs" / f"w{index:03d}.log"]  # the file baseline.c names it
 
 
+class StampedBaseline(Baseline):
+    """W4 only, as a reference: the baseline's copier adding blackhole's
+    line prefix. Not a peer, not in the results table; the targets table
+    sets blackhole against it."""
+
+    name = "baseline-stamped"
+    log_note = "the baseline's copier adding blackhole's prefix (time once per read, stream, pid) to each line"
+
+    def argv(self):
+        assert self.logging, "the stamped baseline only copies logs"
+        return [self.env.baseline, "logstamp", str(self.dir / "logs"), str(self.n), self.env.program, *self.args]
+
+
 class Blackhole(Subject):
     name = "blackhole"
     restart_note = "initial_delay = 0, jitter = 0: no delay"
