@@ -44,9 +44,9 @@ impl<F: FnMut(&[u8])> LineSink for EachLine<F> {
 /// the lines copied.
 ///
 /// The flood path: a newline search and two copies per line, nothing
-/// else. Counting, numbering and the batch's limit are settled once per
-/// call rather than per line, which with a callback per line was as much
-/// again as the search and the copies.
+/// else. Counting and numbering are settled once per call: with a
+/// callback, a number and a size check per line, a 256 KiB read took 54
+/// µs instead of 48 (`log_batch/pump_read`).
 pub fn copy_verbatim(
     run: &[u8],
     max: usize,
