@@ -566,7 +566,95 @@ fn within<'a>(text: Option<&'a str>, read: &[u8], line: &[u8]) -> Option<&'a str
 
 #[cfg(test)]
 mod tests {
-    use super::within;
+    use super::*;
+
+    /// A flood across batches, with the lines the fast path must leave
+    /// to the general one among them: what reaches the file batches and
+    /// the ring is, line by line, what the decoder alone gives.
+    #[test]
+    fn reads_reach_the_file_and_the_ring_line_by_line_whatever_path_each_line_takes() {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let writer =
+            LogWriter::start(dir.path().to_path_buf(), 1 << 30, 1).expect("the log writer");
+        let log = ServiceLog::new("svc", writer, false, 4 << 20);
+        let flood = |from: usize, n: usize| -> Vec<u8> {
+            let mut out = Vec::new();
+            for i in from..from + n {
+                let mut line = format!("line {i} ").into_bytes();
+                line.resize(99, b'x');
+                line.push(b'\n');
+                out.extend_from_slice(&line);
+            }
+            out
+        };
+        let reads: Vec<Vec<u8>> = vec![
+            [
+                flood(0, 700),
+                b"crlf\r\n".to_vec(),
+                flood(700, 20),
+                b"cut-".to_vec(),
+            ]
+            .concat(),
+            [
+                b"off\n".to_vec(),
+                vec![b'y'; MAX_LINE + 10],
+                b"\n\n".to_vec(),
+                flood(720, 10),
+            ]
+            .concat(),
+            flood(730, 800),
+        ];
+        let mut want = Vec::new();
+        let mut reference = LineDecoder::default();
+        for read in &reads {
+            reference.feed(read, &mut |l| {
+                want.push(String::from_utf8(l.to_vec()).unwrap())
+            });
+        }
+
+        let mut decoder = LineDecoder::default();
+        let mut batches = Vec::new();
+        for read in &reads {
+            batches.extend(log.take_read(Stream::Stdout, 4242, &mut decoder, read));
+        }
+        for b in &batches {
+            assert!(
+                b.bytes.len() <= writer::BATCH_BYTES + MAX_LINE + 64,
+                "{}",
+                b.bytes.len()
+            );
+        }
+        let file: Vec<u8> = batches
+            .iter()
+            .flat_map(|b| b.bytes.iter().copied())
+            .collect();
+        let file = String::from_utf8(file).unwrap();
+        let got: Vec<&str> = file
+            .split_terminator('\n')
+            .map(|l| {
+                let mut parts = l.splitn(4, ' ');
+                let (_time, stream, pid) = (parts.next(), parts.next(), parts.next());
+                assert_eq!((stream, pid), (Some("stdout"), Some("4242")), "{l}");
+                parts.next().unwrap_or("")
+            })
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(
+            batches.iter().map(|b| b.lines).sum::<u64>(),
+            want.len() as u64
+        );
+        assert_eq!(
+            log.counters.lines[Stream::Stdout.index()].load(Ordering::Relaxed),
+            want.len() as u64
+        );
+
+        let tail = log.tail(want.len() + 10);
+        let texts: Vec<&str> = tail.iter().map(|r| r.text.as_str()).collect();
+        assert_eq!(texts, want);
+        for pair in tail.windows(2) {
+            assert_eq!(pair[1].seq, pair[0].seq + 1);
+        }
+    }
 
     #[test]
     fn only_slices_of_a_valid_read_at_character_boundaries_skip_the_check() {
