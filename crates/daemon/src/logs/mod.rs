@@ -347,15 +347,22 @@ impl LineSink for ReadSink<'_, '_> {
         if self.verbatim {
             self.batch.push_run(run, max)
         } else {
-            0
+            let (read, text, batch) = (self.read, self.text, &mut self.batch);
+            decoder::each_verbatim(run, max, &mut |line| push_line(batch, read, text, line))
         }
     }
 
     fn line(&mut self, line: &[u8]) {
-        match within(self.text, self.read, line) {
-            Some(line) => self.batch.push_str(line),
-            None => self.batch.push(line),
-        }
+        push_line(&mut self.batch, self.read, self.text, line);
+    }
+}
+
+/// One line of `read` the general way: as text without a second check
+/// when the read is valid as a whole and the line is a slice of it.
+fn push_line(batch: &mut LineBatch<'_>, read: &[u8], text: Option<&str>, line: &[u8]) {
+    match within(text, read, line) {
+        Some(line) => batch.push_str(line),
+        None => batch.push(line),
     }
 }
 
@@ -425,6 +432,8 @@ impl LineBatch<'_> {
                 writer::BATCH_BYTES,
             );
             let first = self.ring.take_seqs(lines);
+            #[cfg(test)]
+            tests::RUN_LINES.with(|n| n.set(n.get() + lines));
             if self.lines == 0 {
                 self.first_seq = first;
             }
@@ -568,15 +577,39 @@ fn within<'a>(text: Option<&'a str>, read: &[u8], line: &[u8]) -> Option<&'a str
 mod tests {
     use super::*;
 
+    thread_local! {
+        /// Lines copied by [`LineBatch::push_run`] on this thread.
+        pub static RUN_LINES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
+    /// The file's lines of `batches`, without their prefixes (checked).
+    fn file_texts(batches: &[writer::Batch]) -> Vec<String> {
+        let file: Vec<u8> = batches
+            .iter()
+            .flat_map(|b| b.bytes.iter().copied())
+            .collect();
+        String::from_utf8(file)
+            .unwrap()
+            .split_terminator('\n')
+            .map(|l| {
+                let mut parts = l.splitn(4, ' ');
+                let (_time, stream, pid) = (parts.next(), parts.next(), parts.next());
+                assert_eq!((stream, pid), (Some("stdout"), Some("4242")), "{l}");
+                parts.next().unwrap_or("").to_string()
+            })
+            .collect()
+    }
+
     /// A flood across batches, with the lines the fast path must leave
-    /// to the general one among them: what reaches the file batches and
-    /// the ring is, line by line, what the decoder alone gives.
+    /// to the general one among them (the first of them just after a
+    /// batch was cut): what reaches the file batches and the ring is,
+    /// line by line, what the decoder alone gives, and what the general
+    /// path alone gives.
     #[test]
     fn reads_reach_the_file_and_the_ring_line_by_line_whatever_path_each_line_takes() {
         let dir = tempfile::tempdir().expect("a temporary folder");
         let writer =
             LogWriter::start(dir.path().to_path_buf(), 1 << 30, 1).expect("the log writer");
-        let log = ServiceLog::new("svc", writer, false, 4 << 20);
         let flood = |from: usize, n: usize| -> Vec<u8> {
             let mut out = Vec::new();
             for i in from..from + n {
@@ -587,11 +620,14 @@ mod tests {
             }
             out
         };
+        // 469 lines of 140 bytes with their prefixes are the first to
+        // reach the batch limit: the CRLF line opens the second batch.
+        assert!(468 * 140 < writer::BATCH_BYTES && 469 * 140 >= writer::BATCH_BYTES);
         let reads: Vec<Vec<u8>> = vec![
             [
-                flood(0, 700),
+                flood(0, 469),
                 b"crlf\r\n".to_vec(),
-                flood(700, 20),
+                flood(469, 251),
                 b"cut-".to_vec(),
             ]
             .concat(),
@@ -603,56 +639,53 @@ mod tests {
             ]
             .concat(),
             flood(730, 800),
+            // Not valid UTF-8 as a whole: every line on its own, the bad
+            // ones made valid.
+            [b"caf\xe9 au lait\n\xff\xfe\n".to_vec(), flood(1530, 5)].concat(),
         ];
         let mut want = Vec::new();
         let mut reference = LineDecoder::default();
         for read in &reads {
             reference.feed(read, &mut |l| {
-                want.push(String::from_utf8(l.to_vec()).unwrap())
+                want.push(String::from_utf8_lossy(l).into_owned())
             });
         }
+        assert!(want.iter().any(|l| l == "caf\u{fffd} au lait"));
 
-        let mut decoder = LineDecoder::default();
-        let mut batches = Vec::new();
-        for read in &reads {
-            batches.extend(log.take_read(Stream::Stdout, 4242, &mut decoder, read));
-        }
-        for b in &batches {
-            assert!(
-                b.bytes.len() <= writer::BATCH_BYTES + MAX_LINE + 64,
-                "{}",
-                b.bytes.len()
+        // Plain: the fast path, for the 1530 flood lines and the empty
+        // one. With a follower: the general one for every line.
+        let plain = ServiceLog::new("plain", writer.clone(), false, 4 << 20);
+        let followed = ServiceLog::new("followed", writer, false, 4 << 20);
+        let _follower = followed.follow();
+        for (log, runs) in [(&plain, 1531), (&followed, 0)] {
+            RUN_LINES.with(|n| n.set(0));
+            let mut decoder = LineDecoder::default();
+            let mut batches = Vec::new();
+            for read in &reads {
+                batches.extend(log.take_read(Stream::Stdout, 4242, &mut decoder, read));
+            }
+            assert_eq!(RUN_LINES.with(|n| n.get()), runs, "{}", log.name());
+            for b in &batches {
+                assert!(
+                    b.bytes.len() <= writer::BATCH_BYTES + MAX_LINE + 64,
+                    "{}",
+                    b.bytes.len()
+                );
+            }
+            assert_eq!(file_texts(&batches), want, "{}", log.name());
+            assert_eq!(
+                batches.iter().map(|b| b.lines).sum::<u64>(),
+                want.len() as u64
             );
-        }
-        let file: Vec<u8> = batches
-            .iter()
-            .flat_map(|b| b.bytes.iter().copied())
-            .collect();
-        let file = String::from_utf8(file).unwrap();
-        let got: Vec<&str> = file
-            .split_terminator('\n')
-            .map(|l| {
-                let mut parts = l.splitn(4, ' ');
-                let (_time, stream, pid) = (parts.next(), parts.next(), parts.next());
-                assert_eq!((stream, pid), (Some("stdout"), Some("4242")), "{l}");
-                parts.next().unwrap_or("")
-            })
-            .collect();
-        assert_eq!(got, want);
-        assert_eq!(
-            batches.iter().map(|b| b.lines).sum::<u64>(),
-            want.len() as u64
-        );
-        assert_eq!(
-            log.counters.lines[Stream::Stdout.index()].load(Ordering::Relaxed),
-            want.len() as u64
-        );
+            let counted = log.counters.lines[Stream::Stdout.index()].load(Ordering::Relaxed);
+            assert_eq!(counted, want.len() as u64);
 
-        let tail = log.tail(want.len() + 10);
-        let texts: Vec<&str> = tail.iter().map(|r| r.text.as_str()).collect();
-        assert_eq!(texts, want);
-        for pair in tail.windows(2) {
-            assert_eq!(pair[1].seq, pair[0].seq + 1);
+            let tail = log.tail(want.len() + 10);
+            let texts: Vec<&str> = tail.iter().map(|r| r.text.as_str()).collect();
+            assert_eq!(texts, want, "{}", log.name());
+            for pair in tail.windows(2) {
+                assert_eq!(pair[1].seq, pair[0].seq + 1);
+            }
         }
     }
 
