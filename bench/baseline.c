@@ -16,8 +16,12 @@
  *                                    blackhole writes (RFC 3339 time in
  *                                    microseconds, once per read; stream;
  *                                    pid), as a one-thread C copier would:
- *                                    what the prefix itself costs. Lines
- *                                    are not cut at any length.
+ *                                    what the prefix itself costs. The
+ *                                    stream is always stdout (stderr shares
+ *                                    the pipe). A line is cut only when
+ *                                    reads end inside it and it grows past
+ *                                    16 KiB (a newline is added then);
+ *                                    blackhole cuts every line at 16 KiB.
  *   baseline touch MIB               not a supervisor: writes to MIB MiB of
  *                                    fresh memory and frees it (W4 runs it
  *                                    before each trial; see bench/README.md).
@@ -111,9 +115,20 @@ static size_t stamp(char *out, pid_t pid) {
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
-    return (size_t)snprintf(out, 64, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ stdout %d ", tm.tm_year + 1900,
-                            tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000,
-                            (int)pid);
+    int n = snprintf(out, 64, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ stdout %d ", tm.tm_year + 1900,
+                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000, (int)pid);
+    if (n < 0 || n >= 64)
+        die("stamp");
+    return (size_t)n;
+}
+
+static void write_all(int fd, const char *from, size_t len) {
+    for (size_t off = 0; off < len;) {
+        ssize_t w = write(fd, from + off, len - off);
+        if (w < 0)
+            die("write");
+        off += (size_t)w;
+    }
 }
 
 #define READ_MAX (1 << 16)
@@ -197,20 +212,15 @@ static int logcopy(const char *dir, int n, char **argv, int stamped) {
                     len = stamp_lines(buf, len, kids[i], carry[i], &carried[i], out);
                     from = out;
                 }
-                for (size_t off = 0; off < len;) {
-                    ssize_t w = write(files[i], from + off, len - off);
-                    if (w < 0)
-                        die("write");
-                    off += (size_t)w;
-                }
+                write_all(files[i], from, len);
             } else if (got == 0 || errno != EINTR) {
                 if (stamped && carried[i]) {
                     /* The unfinished last line, ended. */
                     char prefix[64];
                     size_t plen = stamp(prefix, kids[i]);
-                    if (write(files[i], prefix, plen) < 0 || write(files[i], carry[i], carried[i]) < 0 ||
-                        write(files[i], "\n", 1) < 0)
-                        die("write");
+                    write_all(files[i], prefix, plen);
+                    write_all(files[i], carry[i], carried[i]);
+                    write_all(files[i], "\n", 1);
                 }
                 close(fds[i].fd);
                 fds[i].fd = -1;

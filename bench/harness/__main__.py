@@ -93,7 +93,8 @@ def main():
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": "bench/run " + " ".join(sys.argv[1:]),
         "machine": env_dump(),
-        "versions": {c.name: c(env).version() for c in chosen},
+        "versions": {c.name: c(env).version() for c in chosen + [subjects.StampedBaseline]
+                     if c in chosen or (subjects.Baseline in chosen and "W4" in only)},
         "binaries": {"blackhole_sha256_16": bh_hash, "bh-testsvc_sha256_16": svc_hash},
         "git": os.popen(f"git -C {REPO} describe --always --dirty 2>/dev/null").read().strip(),
         "sizes": sizes,
@@ -184,14 +185,15 @@ def save_and_print(ctx, meta):
         "meta": meta,
         "metrics": {k: vars(m) for k, m in ctx.metrics.items()},
         "values": [{"metric": k, "subject": s, "runs": v} for (k, s), v in ctx.values.items()],
-        "medians": {k: {c.name: ctx.median(k, c.name) for c in ctx.subjects} for k in ctx.metrics},
+        "medians": {k: {c.name: ctx.median(k, c.name) for c in report.reported_subjects(ctx)} for k in ctx.metrics},
         "probes": [{"probe": p, "subject": s, "ok": ok, "detail": d} for (p, s), (ok, d) in ctx.probes.items()],
         "notes": [{"workload": w, "subject": s, "text": t} for w, s, t in ctx.notes],
         "skipped": ctx.skipped,
         "failed": [{"metric": k, "subject": s, "why": w} for (k, s), w in ctx.failed.items()],
         "background_busy": ctx.background,
         "setup": {c.name: {"restart_floor_s": c.restart_floor, "restart": c.restart_note,
-                           "killed_after_s": c.restart_settle, "logs": c.log_note} for c in ctx.subjects},
+                           "killed_after_s": c.restart_settle, "logs": c.log_note}
+                  for c in report.reported_subjects(ctx)},
     }
     path = out_dir / f"{stamp}{'-quick' if meta['quick'] else ''}.json"
     path.write_text(json.dumps(raw, indent=1))

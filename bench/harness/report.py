@@ -159,10 +159,23 @@ def notes_list(ctx):
     return "\n".join(lines) or "- none"
 
 
+def reported_subjects(ctx):
+    """The subjects, and the stamped baseline when W4 ran it."""
+    from .subjects import StampedBaseline
+
+    ran = any(s == StampedBaseline.name for _, s in ctx.values)
+    return list(ctx.subjects) + ([StampedBaseline] if ran else [])
+
+
 def setup_table(ctx):
+    from .subjects import StampedBaseline
+
     rows = ["| supervisor | minimum restart delay it enforces | restart configuration | W3 kills after | "
             "W4 log path |", "|---|---|---|---|---|"]
-    for c in ctx.subjects:
+    for c in reported_subjects(ctx):
+        if c is StampedBaseline:
+            rows.append(f"| {c.name} | - | W4 only | - | {c.log_note} |")
+            continue
         rows.append(f"| {c.name} | {c.restart_floor:g} s | {c.restart_note} | {c.restart_settle:g} s up | "
                     f"{c.log_note} |")
     return "\n".join(rows)

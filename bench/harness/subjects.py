@@ -175,6 +175,9 @@ class StampedBaseline(Baseline):
     name = "baseline-stamped"
     log_note = "the baseline's copier adding blackhole's prefix (time once per read, stream, pid) to each line"
 
+    def version(self):
+        return "bench/baseline.c logstamp"
+
     def argv(self):
         assert self.logging, "the stamped baseline only copies logs"
         return [self.env.baseline, "logstamp", str(self.dir / "logs"), str(self.n), self.env.program, *self.args]
