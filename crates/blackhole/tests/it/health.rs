@@ -257,19 +257,30 @@ fn liveness_failure_restarts_the_service_as_a_failure() {
     let mut s = Stack::new();
     s.script(
         "app",
-        "trap 'exit 0' TERM\nrm -f sick\nwhile :; do sleep 1 & wait $!; done",
+        // Each run starts healthy, and says so once it has cleared the
+        // mark: a mark made before that would be cleared.
+        "trap 'exit 0' TERM\nrm -f sick\necho $$ > healthy\nwhile :; do sleep 1 & wait $!; done",
     );
     s.write_config(
         "[services.app.liveness]\nkind = \"exec\"\ncommand = [\"sh\", \"-c\", \"! test -e sick\"]\nperiod = \"100ms\"\nfailure_threshold = 2\n[services.app.restart]\ninitial_delay = \"200ms\"\n",
     );
     s.up();
     let first = s.wait_state("app", State::Running).pid;
+    let data = s.services.join("app/data");
+    wait_for(
+        "the first run to clear the mark",
+        Duration::from_secs(10),
+        || {
+            let said = std::fs::read_to_string(data.join("healthy")).ok()?;
+            (said.trim().parse::<u32>().ok()? == first?).then_some(())
+        },
+    );
     // Healthy at first: the check runs and passes.
     let st = s.wait_status("app", "checked", Duration::from_secs(10), |st| {
         st.liveness.is_some()
     });
     assert!(st.liveness.as_ref().unwrap().ok, "{:?}", st.liveness);
-    std::fs::write(s.services.join("app/data/sick"), "").unwrap();
+    std::fs::write(data.join("sick"), "").unwrap();
     let st = s.wait_status("app", "restarted", Duration::from_secs(10), |st| {
         st.state == State::Running && st.pid != first
     });
