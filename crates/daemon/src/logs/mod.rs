@@ -622,7 +622,7 @@ mod tests {
         };
         // 469 lines of 140 bytes with their prefixes are the first to
         // reach the batch limit: the CRLF line opens the second batch.
-        assert!(468 * 140 < writer::BATCH_BYTES && 469 * 140 >= writer::BATCH_BYTES);
+        const { assert!(468 * 140 < writer::BATCH_BYTES && 469 * 140 >= writer::BATCH_BYTES) };
         let reads: Vec<Vec<u8>> = vec![
             [
                 flood(0, 469),
