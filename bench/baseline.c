@@ -109,7 +109,7 @@ static int spawn(int n, char **argv) {
     }
 }
 
-/* `2026-12-07T22:47:57.954721Z stdout PID ` for now: one per read. */
+/* `2026-12-07T22:47:57.954721Z stdout PID ` at the current time (taken once per read). */
 static size_t stamp(char *out, pid_t pid) {
     struct timespec ts;
     struct tm tm;

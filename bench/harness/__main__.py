@@ -87,14 +87,15 @@ def main():
         else:
             chosen.append(cls)
 
+    # W4 runs the stamped baseline beside the baseline.
+    stamped = [subjects.StampedBaseline] if subjects.Baseline in chosen and "W4" in only else []
     ctx = Ctx(env=env, events=procs.ProcEvents(program), workroot=workroot, subjects=chosen, opts=opts,
               skipped=skipped)
     meta = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": "bench/run " + " ".join(sys.argv[1:]),
         "machine": env_dump(),
-        "versions": {c.name: c(env).version() for c in chosen + [subjects.StampedBaseline]
-                     if c in chosen or (subjects.Baseline in chosen and "W4" in only)},
+        "versions": {c.name: c(env).version() for c in chosen + stamped},
         "binaries": {"blackhole_sha256_16": bh_hash, "bh-testsvc_sha256_16": svc_hash},
         "git": os.popen(f"git -C {REPO} describe --always --dirty 2>/dev/null").read().strip(),
         "sizes": sizes,

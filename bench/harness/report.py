@@ -1,6 +1,8 @@
 """Markdown tables: figures side by side, the correctness probes, and the
 targets blackhole is judged against."""
 
+from .subjects import StampedBaseline
+
 
 def fmt(ctx, key, value, subject=None):
     if value is None:
@@ -62,7 +64,8 @@ def probes_table(ctx):
 
 
 def targets(ctx):
-    """(target, figure, met) for each target; met is None when it was not measured."""
+    """(target, figure, met) for each target; met is None when it was not
+    measured, and "info" for a figure shown beside the targets, not judged."""
     med = ctx.median
     out = []
 
@@ -161,15 +164,11 @@ def notes_list(ctx):
 
 def reported_subjects(ctx):
     """The subjects, and the stamped baseline when W4 ran it."""
-    from .subjects import StampedBaseline
-
     ran = any(s == StampedBaseline.name for _, s in ctx.values)
     return list(ctx.subjects) + ([StampedBaseline] if ran else [])
 
 
 def setup_table(ctx):
-    from .subjects import StampedBaseline
-
     rows = ["| supervisor | minimum restart delay it enforces | restart configuration | W3 kills after | "
             "W4 log path |", "|---|---|---|---|---|"]
     for c in reported_subjects(ctx):
