@@ -6,6 +6,8 @@
 //! UTF-8 character boundary when there is one nearby), never buffered
 //! without bound; the unterminated tail is flushed at end of file.
 
+use super::newlines::newlines;
+
 /// Lines longer than this are split.
 pub const MAX_LINE: usize = 16 * 1024;
 
@@ -51,7 +53,7 @@ pub fn is_verbatim(run: &[u8], start: usize, nl: usize, max: usize) -> bool {
 /// its newline); returns the bytes taken.
 pub fn each_verbatim(run: &[u8], max: usize, line: &mut impl FnMut(&[u8])) -> usize {
     let mut start = 0;
-    for nl in memchr::memchr_iter(b'\n', run) {
+    for nl in newlines(run) {
         if !is_verbatim(run, start, nl, max) {
             break;
         }
@@ -79,7 +81,7 @@ pub fn copy_verbatim(
 ) -> (usize, u64) {
     let mut start = 0;
     let mut lines = 0;
-    for nl in memchr::memchr_iter(b'\n', run) {
+    for nl in newlines(run) {
         if !is_verbatim(run, start, nl, max) {
             break;
         }
@@ -160,7 +162,7 @@ impl LineDecoder {
             // never goes back to the sink); the next verbatim line
             // starts a run again.
             let mut start = 0;
-            for nl in memchr::memchr_iter(b'\n', run) {
+            for nl in newlines(run) {
                 if start > 0 && is_verbatim(run, start, nl, self.max) {
                     break;
                 }

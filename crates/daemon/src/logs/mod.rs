@@ -13,6 +13,7 @@
 
 mod decoder;
 mod file;
+mod newlines;
 mod pump;
 mod ring;
 mod writer;
