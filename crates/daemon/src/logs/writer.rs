@@ -4,6 +4,8 @@
 //! disk cannot delay supervision; the queue to this thread is bounded, so
 //! a fast service is slowed (back-pressure) rather than buffered without
 //! limit. Each queued batch is at most [`BATCH_BYTES`] plus one line.
+//! The batches a wake-up finds for one file are written together, up to
+//! an aligned size while a flood goes on (see `file.rs`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -360,6 +362,14 @@ fn should_linger(written: usize, messages: usize) -> bool {
     written > 0 && written < LINGER_BELOW && messages < LINGER_BELOW_MESSAGES
 }
 
+/// A file's batches are written together once this much has gathered,
+/// or the queue is empty.
+const GATHER_BYTES: usize = 16 * BATCH_BYTES;
+/// The part of a flood's last batch past the last [`ALIGN`] boundary
+/// waits at most this long for the next batch (which, in a flood, comes
+/// within tens of microseconds) before it is written as it is.
+const HOLD: Duration = Duration::from_millis(1);
+
 fn run(
     mut rx: mpsc::Receiver<Msg>,
     dir: PathBuf,
@@ -376,38 +386,60 @@ fn run(
         files: HashMap::new(),
         limits: HashMap::new(),
         failing: HashMap::new(),
+        gathered: HashMap::new(),
     };
-    while let Some(msg) = next_message(&mut rx, pool, idle, quiet) {
-        let mut written = w.handle(msg, pool);
-        let mut messages = 1;
+    while let Some(wake) = next_message(&mut rx, pool, idle, quiet, w.held_until()) {
+        let mut written = 0;
+        let mut messages = 0;
+        match wake {
+            Wake::Message(msg) => {
+                written += w.handle(msg, pool);
+                messages += 1;
+            }
+            Wake::HoldOver => written += w.write_all(pool, false),
+        }
         while let Ok(msg) = rx.try_recv() {
             written += w.handle(msg, pool);
             messages += 1;
         }
+        written += w.write_all(pool, true);
         if should_linger(written, messages) {
             // May return early (a flush, or spuriously): that only means
             // a smaller gathering.
             std::thread::park_timeout(LINGER);
         }
     }
+    w.write_all(pool, false);
+}
+
+enum Wake {
+    Message(Msg),
+    /// A held part is due to be written.
+    HoldOver,
 }
 
 /// The next message, waiting as long as it takes (`None`: every sender is
-/// gone). While the pool holds more spares than it keeps for good, the
-/// wait is cut when they are due to go (see [`QUIET`]): one wake-up after
-/// a flood, none while idle.
+/// gone), or until `held` (a part held back, see [`HOLD`]). While the
+/// pool holds more spares than it keeps for good, the wait is cut when
+/// they are due to go (see [`QUIET`]): one wake-up after a flood, none
+/// while idle.
 fn next_message(
     rx: &mut mpsc::Receiver<Msg>,
     pool: &BufferPool,
     idle: &AtomicBool,
     quiet: Duration,
-) -> Option<Msg> {
+    held: Option<Instant>,
+) -> Option<Wake> {
     loop {
-        let Some(due) = pool.trim_due(quiet) else {
-            return rx.blocking_recv();
+        let trim = pool.trim_due(quiet);
+        let Some(due) = trim.into_iter().chain(held).min() else {
+            return rx.blocking_recv().map(Wake::Message);
         };
         let now = Instant::now();
         if now >= due {
+            if held.is_some_and(|h| h <= now) {
+                return Some(Wake::HoldOver);
+            }
             pool.trim();
             continue;
         }
@@ -415,7 +447,7 @@ fn next_message(
         // Pairs with the fence in `LogWriter::queue`.
         std::sync::atomic::fence(Ordering::SeqCst);
         let msg = match rx.try_recv() {
-            Ok(msg) => Some(Some(msg)),
+            Ok(msg) => Some(Some(Wake::Message(msg))),
             Err(mpsc::error::TryRecvError::Disconnected) => Some(None),
             Err(mpsc::error::TryRecvError::Empty) => {
                 // Woken by a sender, or spuriously: look again (the
@@ -431,6 +463,23 @@ fn next_message(
     }
 }
 
+/// Batches of one file not written yet, oldest first.
+#[derive(Default)]
+struct Gathered {
+    parts: std::collections::VecDeque<Part>,
+    /// Bytes not written yet, across the parts.
+    bytes: usize,
+    /// Since when the first part has waited for more (see [`HOLD`]).
+    held_since: Option<Instant>,
+}
+
+struct Part {
+    batch: Batch,
+    permit: Option<OwnedSemaphorePermit>,
+    /// Bytes of it already written.
+    done: usize,
+}
+
 struct Writer {
     dir: PathBuf,
     defaults: Limits,
@@ -439,11 +488,89 @@ struct Writer {
     limits: HashMap<Arc<str>, Limits>,
     /// Per service: when we last warned, and lines dropped since.
     failing: HashMap<Arc<str>, (Instant, u64)>,
+    gathered: HashMap<Arc<str>, Gathered>,
 }
 
 impl Writer {
-    /// Bytes written.
+    /// Takes a message; returns the bytes written.
     fn handle(&mut self, msg: Msg, pool: &BufferPool) -> usize {
+        match msg {
+            Msg::Batch(batch, permit) => {
+                let service = batch.service.clone();
+                let g = self.gathered.entry(service.clone()).or_default();
+                g.bytes += batch.bytes.len();
+                g.parts.push_back(Part {
+                    batch,
+                    permit,
+                    done: 0,
+                });
+                if g.bytes >= GATHER_BYTES {
+                    self.write(&service, pool, true)
+                } else {
+                    0
+                }
+            }
+            Msg::Limits {
+                service,
+                max_size,
+                max_files,
+            } => {
+                let written = self.write(&service, pool, false);
+                if let Some(f) = self.files.get_mut(&service) {
+                    f.set_limits(max_size, max_files);
+                }
+                self.limits.insert(
+                    service,
+                    Limits {
+                        max_size,
+                        max_files,
+                    },
+                );
+                written
+            }
+            Msg::Close(service) => {
+                let written = self.write(&service, pool, false);
+                self.files.remove(&service);
+                self.limits.remove(&service);
+                self.gathered.remove(&service);
+                written
+            }
+            Msg::Flush(done) => {
+                let written = self.write_all(pool, false);
+                for f in self.files.values_mut() {
+                    f.release();
+                }
+                let _ = done.send(());
+                written
+            }
+        }
+    }
+
+    /// When the longest-held part is due to be written.
+    fn held_until(&self) -> Option<Instant> {
+        self.gathered
+            .values()
+            .filter_map(|g| g.held_since)
+            .min()
+            .map(|t| t + HOLD)
+    }
+
+    /// Writes every file's gathered batches (see [`Writer::write`]).
+    fn write_all(&mut self, pool: &BufferPool, hold: bool) -> usize {
+        let services: Vec<Arc<str>> = self
+            .gathered
+            .iter()
+            .filter(|(_, g)| g.bytes > 0)
+            .map(|(s, _)| s.clone())
+            .collect();
+        services.iter().map(|s| self.write(s, pool, hold)).sum()
+    }
+
+    /// Writes a service's gathered batches. With `hold`, when the newest
+    /// is a flood's (a full batch), the part past the file's last
+    /// [`ALIGN`] boundary waits for the next, for at most [`HOLD`].
+    /// Returns the bytes written.
+    fn write(&mut self, service: &Arc<str>, pool: &BufferPool, hold: bool) -> usize {
         let Writer {
             dir,
             defaults,
@@ -451,104 +578,115 @@ impl Writer {
             files,
             limits,
             failing,
+            gathered,
         } = self;
-        match msg {
-            Msg::Batch(batch, permit) => {
-                let result = match files.get_mut(&batch.service) {
-                    Some(f) => f.write_lines(&batch.bytes),
-                    None => {
-                        let l = limits.get(&batch.service).unwrap_or(defaults);
-                        let path = dir.join(format!("{}.log", batch.service));
-                        LogFile::open(path, l.max_size, l.max_files).and_then(|mut f| {
-                            let r = f.write_lines(&batch.bytes);
-                            files.insert(batch.service.clone(), f);
-                            r
-                        })
+        let Some(g) = gathered.get_mut(service).filter(|g| g.bytes > 0) else {
+            return 0;
+        };
+        let more = hold
+            && g.parts
+                .back()
+                .is_some_and(|p| p.batch.bytes.capacity() >= POOLED)
+            && g.held_since.is_none_or(|t| t.elapsed() < HOLD);
+        let parts: Vec<&[u8]> = g.parts.iter().map(|p| &p.batch.bytes[p.done..]).collect();
+        let result = match files.get_mut(service) {
+            Some(f) => f.write_gathered(&parts, more),
+            None => {
+                let l = limits.get(service).unwrap_or(defaults);
+                let path = dir.join(format!("{service}.log"));
+                LogFile::open(path, l.max_size, l.max_files).and_then(|mut f| {
+                    let r = f.write_gathered(&parts, more);
+                    files.insert(service.clone(), f);
+                    r
+                })
+            }
+        };
+        drop(parts);
+        match result {
+            Ok(mut written) => {
+                g.bytes -= written;
+                stats.bytes.fetch_add(written as u64, Ordering::Relaxed);
+                let total = written;
+                while let Some(part) = g.parts.front_mut() {
+                    let left = part.batch.bytes.len() - part.done;
+                    if written < left {
+                        part.done += written;
+                        break;
                     }
-                };
-                match result {
-                    Ok(()) => {
-                        stats.batches.fetch_add(1, Ordering::Relaxed);
-                        stats
-                            .bytes
-                            .fetch_add(batch.bytes.len() as u64, Ordering::Relaxed);
-                        if let Some((_, lost)) = failing.remove(&batch.service) {
-                            tracing::warn!(
-                                service = &*batch.service,
-                                "log file is writable again; {lost} lines could not be written to it"
-                            );
-                        }
+                    written -= left;
+                    let part = g.parts.pop_front().expect("a part");
+                    stats.batches.fetch_add(1, Ordering::Relaxed);
+                    give_back(part, pool);
+                }
+                if g.bytes == 0 {
+                    g.held_since = None;
+                } else {
+                    // What is left is younger than a write that went past
+                    // it: the newest bytes, short of the next boundary.
+                    if total > 0 || g.held_since.is_none() {
+                        g.held_since = Some(Instant::now());
                     }
-                    Err(e) => {
-                        batch
-                            .counters
-                            .dropped
-                            .fetch_add(batch.lines, Ordering::Relaxed);
-                        stats
-                            .dropped_lines
-                            .fetch_add(batch.lines, Ordering::Relaxed);
-                        let now = Instant::now();
-                        let entry = failing
-                            .entry(batch.service.clone())
-                            .or_insert((now - Duration::from_secs(3600), 0));
-                        entry.1 += batch.lines;
-                        if now.duration_since(entry.0) >= Duration::from_secs(10) {
-                            entry.0 = now;
-                            tracing::error!(
-                                service = &*batch.service,
-                                "cannot write to {}: {e}; {} lines dropped from the file so far \
-                                 (they are still in memory and in `logs -f`); free space or fix permissions",
-                                dir.join(format!("{}.log", batch.service)).display(),
-                                entry.1
-                            );
-                        }
-                        // Reopen on the next batch (the file may be gone).
-                        files.remove(&batch.service);
+                    // Held for a moment only: its buffer no longer needs
+                    // to count against the pumps' share of the queue.
+                    for part in &mut g.parts {
+                        part.permit = None;
                     }
                 }
-                let n = batch.bytes.len();
-                if let Some(bytes) = Arc::into_inner(batch.bytes) {
-                    pool.put(bytes);
+                if let Some((_, lost)) = failing.remove(service) {
+                    tracing::warn!(
+                        service = &**service,
+                        "log file is writable again; {lost} lines could not be written to it"
+                    );
                 }
-                // After the buffer is back: the pump it wakes takes it.
-                drop(permit);
-                n
+                total
             }
-            Msg::Limits {
-                service,
-                max_size,
-                max_files,
-            } => {
-                if let Some(f) = files.get_mut(&service) {
-                    f.set_limits(max_size, max_files);
+            Err(e) => {
+                let lines: u64 = g.parts.iter().map(|p| p.batch.lines).sum();
+                for part in g.parts.drain(..) {
+                    part.batch
+                        .counters
+                        .dropped
+                        .fetch_add(part.batch.lines, Ordering::Relaxed);
+                    give_back(part, pool);
                 }
-                limits.insert(
-                    service,
-                    Limits {
-                        max_size,
-                        max_files,
-                    },
-                );
-                0
-            }
-            Msg::Close(service) => {
-                files.remove(&service);
-                limits.remove(&service);
-                0
-            }
-            Msg::Flush(done) => {
-                for f in files.values_mut() {
-                    f.release();
+                g.bytes = 0;
+                g.held_since = None;
+                stats.dropped_lines.fetch_add(lines, Ordering::Relaxed);
+                let now = Instant::now();
+                let entry = failing
+                    .entry(service.clone())
+                    .or_insert((now - Duration::from_secs(3600), 0));
+                entry.1 += lines;
+                if now.duration_since(entry.0) >= Duration::from_secs(10) {
+                    entry.0 = now;
+                    tracing::error!(
+                        service = &**service,
+                        "cannot write to {}: {e}; {} lines dropped from the file so far \
+                         (they are still in memory and in `logs -f`); free space or fix permissions",
+                        dir.join(format!("{service}.log")).display(),
+                        entry.1
+                    );
                 }
-                let _ = done.send(());
+                // Reopen on the next batch (the file may be gone).
+                files.remove(service);
                 0
             }
         }
     }
 }
 
+/// A written batch's buffer back to the pool, then its permit: the pump
+/// the permit wakes takes the buffer.
+fn give_back(part: Part, pool: &BufferPool) {
+    if let Some(bytes) = Arc::into_inner(part.batch.bytes) {
+        pool.put(bytes);
+    }
+    drop(part.permit);
+}
+
 #[cfg(test)]
 mod tests {
+    use super::super::file;
     use super::*;
     use std::io::Read;
 
@@ -754,6 +892,35 @@ mod tests {
             .unwrap()
             .len();
         assert_eq!(len, (3 * SPARE_BUFFERS * BATCH_BYTES) as u64 + 5 * sent);
+    }
+
+    /// A flood's batches end inside an aligned block: that part is held
+    /// for the next batch, and written anyway when none comes, with no
+    /// flush.
+    #[tokio::test]
+    async fn the_end_of_a_flood_lands_without_a_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = LogWriter::start(dir.path().to_path_buf(), u64::MAX, 1).unwrap();
+        let counters = Arc::new(Counters::default());
+        let mut want = Vec::new();
+        for n in 0..5 {
+            let mut b = w.pool.take(BATCH_BYTES + 1024);
+            while b.len() < BATCH_BYTES {
+                b.extend_from_slice(format!("batch {n} line {:05}\n", b.len()).as_bytes());
+            }
+            want.extend_from_slice(&b);
+            w.send(line_batch(b, &counters)).await;
+        }
+        assert_ne!(want.len() as u64 % file::ALIGN, 0);
+        let file = dir.path().join("flood.log");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::metadata(&file).map_or(0, |m| m.len()) < want.len() as u64 {
+            assert!(Instant::now() < deadline, "the flood's end was not written");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(std::fs::read(&file).unwrap(), want);
+        assert_eq!(w.stats.batches.load(Ordering::Relaxed), 5);
+        assert_eq!(counters.dropped.load(Ordering::Relaxed), 0);
     }
 
     #[test]
