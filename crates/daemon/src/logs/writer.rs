@@ -365,7 +365,7 @@ fn should_linger(written: usize, messages: usize) -> bool {
 /// A file's batches are written together once this much has gathered,
 /// or the queue is empty.
 const GATHER_BYTES: usize = 16 * BATCH_BYTES;
-/// The part of a flood's last batch past the last [`ALIGN`] boundary
+/// The part of a flood's last batch past the last [`ALIGN`](super::file::ALIGN) boundary
 /// waits at most this long for the next batch (which, in a flood, comes
 /// within tens of microseconds) before it is written as it is.
 const HOLD: Duration = Duration::from_millis(1);
@@ -568,7 +568,7 @@ impl Writer {
 
     /// Writes a service's gathered batches. With `hold`, when the newest
     /// is a flood's (a full batch), the part past the file's last
-    /// [`ALIGN`] boundary waits for the next, for at most [`HOLD`].
+    /// [`ALIGN`](super::file::ALIGN) boundary waits for the next, for at most [`HOLD`].
     /// Returns the bytes written.
     fn write(&mut self, service: &Arc<str>, pool: &BufferPool, hold: bool) -> usize {
         let Writer {
