@@ -55,6 +55,9 @@ pub struct LogFile {
     /// The last write stopped inside a line (at an [`ALIGN`] boundary):
     /// the rest of it goes into this file before any rotation.
     mid_line: bool,
+    /// Bytes appended since opened, across rotations: what a write that
+    /// failed part-way did land.
+    appended: u64,
 }
 
 impl LogFile {
@@ -69,9 +72,15 @@ impl LogFile {
             reserved_to: 0,
             can_reserve: false,
             mid_line: false,
+            appended: 0,
         };
         f.reopen()?;
         Ok(f)
+    }
+
+    /// Bytes appended since the file was opened.
+    pub fn appended(&self) -> u64 {
+        self.appended
     }
 
     pub fn path(&self) -> &Path {
@@ -87,10 +96,15 @@ impl LogFile {
         if let Some(dir) = self.path.parent() {
             fs::create_dir_all(dir)?;
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
+        // Readable too if it may be: the last byte is looked at below.
+        let open = |read| {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .read(read)
+                .open(&self.path)
+        };
+        let file = open(true).or_else(|_| open(false))?;
         let meta = file.metadata()?;
         self.size = meta.len();
         self.reserved_to = 0;
@@ -101,6 +115,17 @@ impl LogFile {
         // and could not give back (it was killed).
         if meta.blocks() * 512 > meta.len() + RESERVE_STEP / 2 {
             let _ = file.set_len(meta.len());
+        }
+        // A file left inside a line (a write cut by an error, or by a
+        // crash while the rest was held back) gets its line ended, so the
+        // next line does not continue it.
+        let mut last = [0u8; 1];
+        if self.size > 0
+            && std::os::unix::fs::FileExt::read_at(&file, &mut last, self.size - 1).ok() == Some(1)
+            && last[0] != b'\n'
+            && (&file).write_all(b"\n").is_ok()
+        {
+            self.size += 1;
         }
         self.file = Some(file);
         Ok(())
@@ -231,6 +256,7 @@ impl LogFile {
                 Ok(0) => return Err(self.failed(io::ErrorKind::WriteZero.into())),
                 Ok(n) => {
                     self.size += n as u64;
+                    self.appended += n as u64;
                     IoSlice::advance_slices(&mut rest, n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -250,6 +276,7 @@ impl LogFile {
         match f.write_all(bytes) {
             Ok(()) => {
                 self.size += bytes.len() as u64;
+                self.appended += bytes.len() as u64;
                 self.mid_line = bytes.last().is_some_and(|&b| b != b'\n');
                 Ok(())
             }
@@ -261,7 +288,9 @@ impl LogFile {
     /// is the truth.
     fn failed(&mut self, e: io::Error) -> io::Error {
         if let Some(f) = &self.file {
-            self.size = f.metadata().map(|m| m.len()).unwrap_or(self.size);
+            let len = f.metadata().map(|m| m.len()).unwrap_or(self.size);
+            self.appended += len.saturating_sub(self.size);
+            self.size = len;
         }
         e
     }
@@ -410,10 +439,12 @@ mod tests {
     fn a_line_cut_at_an_aligned_size_is_finished_before_a_rotation() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("svc.log");
-        let max = 100_000;
-        let mut f = LogFile::open(path.clone(), max, 2).unwrap();
+        let mut f = LogFile::open(path.clone(), 100_000, 2).unwrap();
         let a = numbered(0, 70_000);
         assert_eq!(f.write_gathered(&[&a], true).unwrap(), ALIGN as usize);
+        // A lower limit now leaves no room for the rest of the cut line.
+        f.set_limits(ALIGN + 10, 2);
+        let max = ALIGN + 10;
         let b = numbered(700, 40_000);
         let rest = &a[ALIGN as usize..];
         assert_eq!(
@@ -422,12 +453,30 @@ mod tests {
         );
         let old = fs::read(dir.path().join("svc.log.1")).unwrap();
         let new = fs::read(&path).unwrap();
+        // Past the limit by less than the line, and ended by it.
         assert!(
-            old.len() as u64 <= max && old.ends_with(b"\n"),
+            old.len() as u64 <= max + 100 && old.ends_with(b"\n"),
             "{}",
             old.len()
         );
         assert_eq!([old, new].concat(), [a, b].concat());
+    }
+
+    #[test]
+    fn a_file_left_inside_a_line_gets_it_ended_before_new_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("svc.log");
+        fs::write(&path, b"whole\nhalf a li").unwrap();
+        let mut f = LogFile::open(path.clone(), u64::MAX, 1).unwrap();
+        f.write_lines(b"next\n").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"whole\nhalf a li\nnext\n");
+        drop(f);
+        // A file that ends a line is left as it is.
+        LogFile::open(path.clone(), u64::MAX, 1)
+            .unwrap()
+            .write_lines(b"more\n")
+            .unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"whole\nhalf a li\nnext\nmore\n");
     }
 
     /// A flood's write reserves the next step; the size stays the data's;

@@ -179,6 +179,18 @@ mod tests {
 
     proptest::proptest! {
         #[test]
+        fn agrees_with_a_byte_by_byte_search_over_long_lines(
+            bytes in proptest::collection::vec(
+                proptest::prop_oneof![99 => proptest::strategy::Just(b'a'), 1 => proptest::strategy::Just(b'\n')],
+                0..2000,
+            ),
+            skip in 0usize..130,
+        ) {
+            let bytes = &bytes[skip.min(bytes.len())..];
+            proptest::prop_assert_eq!(newlines(bytes).collect::<Vec<_>>(), naive(bytes));
+        }
+
+        #[test]
         fn agrees_with_a_byte_by_byte_search(
             bytes in proptest::collection::vec(proptest::sample::select(vec![b'\n', b'a', 0x8a, 0]), 0..600),
             skip in 0usize..70,

@@ -403,7 +403,9 @@ fn run(
             messages += 1;
         }
         written += w.write_all(pool, true);
-        if should_linger(written, messages) {
+        // Not while a part is held: the flood's next batch must find the
+        // writer waiting where a sender wakes it.
+        if should_linger(written, messages) && w.held_until().is_none() {
             // May return early (a flush, or spuriously): that only means
             // a smaller gathering.
             std::thread::park_timeout(LINGER);
@@ -589,89 +591,97 @@ impl Writer {
                 .is_some_and(|p| p.batch.bytes.capacity() >= POOLED)
             && g.held_since.is_none_or(|t| t.elapsed() < HOLD);
         let parts: Vec<&[u8]> = g.parts.iter().map(|p| &p.batch.bytes[p.done..]).collect();
-        let result = match files.get_mut(service) {
-            Some(f) => f.write_gathered(&parts, more),
-            None => {
+        let file = match files.entry(service.clone()) {
+            std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
+            std::collections::hash_map::Entry::Vacant(e) => {
                 let l = limits.get(service).unwrap_or(defaults);
                 let path = dir.join(format!("{service}.log"));
-                LogFile::open(path, l.max_size, l.max_files).and_then(|mut f| {
-                    let r = f.write_gathered(&parts, more);
-                    files.insert(service.clone(), f);
-                    r
-                })
+                LogFile::open(path, l.max_size, l.max_files).map(|f| e.insert(f))
             }
         };
-        drop(parts);
-        match result {
-            Ok(mut written) => {
-                g.bytes -= written;
-                stats.bytes.fetch_add(written as u64, Ordering::Relaxed);
-                let total = written;
-                while let Some(part) = g.parts.front_mut() {
-                    let left = part.batch.bytes.len() - part.done;
-                    if written < left {
-                        part.done += written;
-                        break;
-                    }
-                    written -= left;
-                    let part = g.parts.pop_front().expect("a part");
-                    stats.batches.fetch_add(1, Ordering::Relaxed);
-                    give_back(part, pool);
+        let (written, error) = match file {
+            Ok(f) => {
+                let before = f.appended();
+                match f.write_gathered(&parts, more) {
+                    Ok(n) => (n, None),
+                    // What landed before the error is in the file: only
+                    // the rest counts as dropped.
+                    Err(e) => ((f.appended() - before) as usize, Some(e)),
                 }
-                if g.bytes == 0 {
-                    g.held_since = None;
-                } else {
-                    // What is left is younger than a write that went past
-                    // it: the newest bytes, short of the next boundary.
-                    if total > 0 || g.held_since.is_none() {
-                        g.held_since = Some(Instant::now());
-                    }
-                    // Held for a moment only: its buffer no longer needs
-                    // to count against the pumps' share of the queue.
-                    for part in &mut g.parts {
-                        part.permit = None;
-                    }
-                }
-                if let Some((_, lost)) = failing.remove(service) {
-                    tracing::warn!(
-                        service = &**service,
-                        "log file is writable again; {lost} lines could not be written to it"
-                    );
-                }
-                total
             }
-            Err(e) => {
-                let lines: u64 = g.parts.iter().map(|p| p.batch.lines).sum();
-                for part in g.parts.drain(..) {
-                    part.batch
-                        .counters
-                        .dropped
-                        .fetch_add(part.batch.lines, Ordering::Relaxed);
-                    give_back(part, pool);
-                }
-                g.bytes = 0;
-                g.held_since = None;
-                stats.dropped_lines.fetch_add(lines, Ordering::Relaxed);
-                let now = Instant::now();
-                let entry = failing
-                    .entry(service.clone())
-                    .or_insert((now - Duration::from_secs(3600), 0));
-                entry.1 += lines;
-                if now.duration_since(entry.0) >= Duration::from_secs(10) {
-                    entry.0 = now;
-                    tracing::error!(
-                        service = &**service,
-                        "cannot write to {}: {e}; {} lines dropped from the file so far \
-                         (they are still in memory and in `logs -f`); free space or fix permissions",
-                        dir.join(format!("{service}.log")).display(),
-                        entry.1
-                    );
-                }
-                // Reopen on the next batch (the file may be gone).
-                files.remove(service);
-                0
+            Err(e) => (0, Some(e)),
+        };
+        drop(parts);
+        let written = written.min(g.bytes);
+        g.bytes -= written;
+        stats.bytes.fetch_add(written as u64, Ordering::Relaxed);
+        let mut left_to_count = written;
+        while let Some(part) = g.parts.front_mut() {
+            let left = part.batch.bytes.len() - part.done;
+            if left_to_count < left {
+                part.done += left_to_count;
+                break;
+            }
+            left_to_count -= left;
+            let part = g.parts.pop_front().expect("a part");
+            stats.batches.fetch_add(1, Ordering::Relaxed);
+            give_back(part, pool);
+        }
+        if let Some(e) = error {
+            // A part cut by the error counts as dropped whole.
+            let lines: u64 = g.parts.iter().map(|p| p.batch.lines).sum();
+            for part in g.parts.drain(..) {
+                part.batch
+                    .counters
+                    .dropped
+                    .fetch_add(part.batch.lines, Ordering::Relaxed);
+                give_back(part, pool);
+            }
+            g.bytes = 0;
+            g.held_since = None;
+            stats.dropped_lines.fetch_add(lines, Ordering::Relaxed);
+            let now = Instant::now();
+            let entry = failing
+                .entry(service.clone())
+                .or_insert((now - Duration::from_secs(3600), 0));
+            entry.1 += lines;
+            if now.duration_since(entry.0) >= Duration::from_secs(10) {
+                entry.0 = now;
+                tracing::error!(
+                    service = &**service,
+                    "cannot write to {}: {e}; {} lines dropped from the file so far \
+                     (they are still in memory and in `logs -f`); free space or fix permissions",
+                    dir.join(format!("{service}.log")).display(),
+                    entry.1
+                );
+            }
+            // Reopen on the next batch (the file may be gone).
+            files.remove(service);
+            return written;
+        }
+        if g.bytes == 0 {
+            g.held_since = None;
+        } else {
+            // What is left is younger than a write that went past it: the
+            // newest bytes, short of the next boundary.
+            if written > 0 || g.held_since.is_none() {
+                g.held_since = Some(Instant::now());
+            }
+            // Held for a moment only: its buffer no longer needs to count
+            // against the pumps' share of the queue.
+            for part in &mut g.parts {
+                part.permit = None;
             }
         }
+        if written > 0
+            && let Some((_, lost)) = failing.remove(service)
+        {
+            tracing::warn!(
+                service = &**service,
+                "log file is writable again; {lost} lines could not be written to it"
+            );
+        }
+        written
     }
 }
 
