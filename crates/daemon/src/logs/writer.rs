@@ -396,13 +396,13 @@ fn run(
                 written += w.handle(msg, pool);
                 messages += 1;
             }
-            Wake::HoldOver => written += w.write_all(pool, false),
+            Wake::HoldOver => written += w.write_every_file(pool, false),
         }
         while let Ok(msg) = rx.try_recv() {
             written += w.handle(msg, pool);
             messages += 1;
         }
-        written += w.write_all(pool, true);
+        written += w.write_every_file(pool, true);
         // Not while a part is held: the flood's next batch must find the
         // writer waiting where a sender wakes it.
         if should_linger(written, messages) && w.held_until().is_none() {
@@ -411,7 +411,7 @@ fn run(
             std::thread::park_timeout(LINGER);
         }
     }
-    w.write_all(pool, false);
+    w.write_every_file(pool, false);
 }
 
 enum Wake {
@@ -538,7 +538,7 @@ impl Writer {
                 written
             }
             Msg::Flush(done) => {
-                let written = self.write_all(pool, false);
+                let written = self.write_every_file(pool, false);
                 for f in self.files.values_mut() {
                     f.release();
                 }
@@ -558,7 +558,7 @@ impl Writer {
     }
 
     /// Writes every file's gathered batches (see [`Writer::write`]).
-    fn write_all(&mut self, pool: &BufferPool, hold: bool) -> usize {
+    fn write_every_file(&mut self, pool: &BufferPool, hold: bool) -> usize {
         let services: Vec<Arc<str>> = self
             .gathered
             .iter()
